@@ -1,0 +1,29 @@
+# One entry point for newcomers and CI. `make test` works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test lint bench-vectors clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	# torch/torchvision are pinned in pyproject: pip takes them from local disk here.
+	$(BIN)/python -m pip install --quiet -e '.[cpu,postgres,api]' --group dev
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check search indexer api tests
+
+bench-vectors: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench_vectors
+
+clean:
+	rm -rf $(VENV) .pytest_cache

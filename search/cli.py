@@ -1,0 +1,92 @@
+"""`xmodal-search`: a thin command over `Searcher.search`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from search.engine import Searcher
+from search.errors import XmodalError
+from search.filters import parse_filters
+from search.query import QueryPart, SearchQuery, SearchResult, Target
+from search.settings import Settings
+from search.workspace import Workspace
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xmodal-search",
+        description="Search a collection by text and/or image; prints a ranked table.")
+    parser.add_argument("query", nargs="?", help="query text")
+    parser.add_argument("--collection", "-c", required=True, help="collection name")
+    parser.add_argument("--image", type=Path, help="query image file (with or without text)")
+    parser.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
+    parser.add_argument("--offset", type=int, default=0, help="skip this many hits")
+    parser.add_argument("--target", choices=[t.value for t in Target], default="any",
+                        help="modality of the hits' vectors (default any)")
+    parser.add_argument("--filter", dest="filters", metavar="JSON",
+                        help='attribute filters, e.g. \'{"price": {"lte": 20}}\'')
+    parser.add_argument("--min-score", type=float, help="drop hits scoring below this")
+    parser.add_argument("--dedupe", type=float, metavar="COS",
+                        help="collapse near-duplicates at this cosine")
+    parser.add_argument("--nprobe", type=int, help="IVF lists to probe (default 32)")
+    parser.add_argument("--home", type=Path, help="XMODAL_HOME (default from settings)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def query_from_args(args: argparse.Namespace) -> SearchQuery:
+    parts = []
+    if args.query:
+        parts.append(QueryPart(text=args.query))
+    if args.image:
+        parts.append(QueryPart(image=args.image))
+    filters = tuple(parse_filters(json.loads(args.filters))) if args.filters else ()
+    return SearchQuery(args.collection, tuple(parts), target=Target(args.target), k=args.k,
+                       offset=args.offset, filters=filters, min_score=args.min_score,
+                       dedupe=args.dedupe, nprobe=args.nprobe)
+
+
+def render(result: SearchResult, console: Console) -> None:
+    table = Table(title=f"{len(result.hits)} hits ({result.total_considered} considered)")
+    for column in ("#", "score", "matched", "id", "text", "image", "attributes"):
+        table.add_column(column)
+    for rank, hit in enumerate(result.hits, 1):
+        badge = " (generated)" if hit.generated else ""
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.modality, hit.external_id,
+                      (hit.text or "")[:60], (hit.image_ref or "") + badge,
+                      json.dumps(hit.attributes)[:60])
+    console.print(table)
+    console.print(" ".join(f"{k}={v:.1f}" for k, v in result.timings_ms.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings(home=args.home) if args.home else Settings()
+    try:
+        query = query_from_args(args)
+        workspace = Workspace.open(settings)
+        result = Searcher(workspace).search(query)
+    except json.JSONDecodeError as exc:
+        print(f"xmodal-search: --filter is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    except XmodalError as exc:
+        print(f"xmodal-search: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"hits": [asdict(h) for h in result.hits],
+                          "total_considered": result.total_considered,
+                          "took_ms": result.timings_ms}, indent=2))
+    else:
+        render(result, Console())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

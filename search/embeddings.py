@@ -1,0 +1,384 @@
+"""The durable float16 record of every embedding of one collection under one model.
+
+Indexes are rebuilt and re-ranked from here, never by re-running the model. The
+store is a directory of append-only, sequence-numbered operation files:
+
+    {seq:08d}.add.vec.npy + {seq:08d}.add.ids.npy   an append (vec first; ids commit it)
+    {seq:08d}.del.npy                                a deletion
+    {seq:08d}.snap.vec.npy + {seq:08d}.snap.ids.npy a compaction: all live rows at seq-1
+    store.json                                       {"dim": ..., "dtype": "float16"}
+
+Every file is written under a hidden temp name, fsynced, then renamed into place,
+so a crash never leaves a half file under a real name. State is the replay of the
+committed files from the newest snapshot on; older files are dead and only wait
+for removal, which is why a compaction killed midway loses nothing.
+
+One writer and any number of reader threads may share an instance; other processes
+see the writer's changes after `refresh()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from search.errors import (
+    CorruptIndexError,
+    InvalidInputError,
+    ManifestMismatchError,
+    StoreHistoryCompactedError,
+)
+
+_COMMIT_RE = re.compile(r"^(\d{8})\.(?:(add|snap)\.ids|(del))\.npy$")
+_SEQ_RE = re.compile(r"^(\d{8})\.")
+_TEMP_PREFIX = ".tmp-"
+_SCAN_RETRIES = 5  # a concurrent compaction may unlink files between listdir and load
+
+
+@dataclass(frozen=True)
+class Op:
+    """One committed change, as replayed onto an index saved at an older seq."""
+
+    seq: int
+    kind: Literal["add", "del"]
+    ids: np.ndarray  # int64 [n]
+    vectors: np.ndarray | None  # float32 [n, dim] for "add"; None for "del"
+
+
+@dataclass(frozen=True)
+class _Shard:
+    seq: int
+    kind: str  # "add" | "del" | "snap"
+    ids: np.ndarray  # int64 [n], in memory
+    vectors: np.ndarray | None  # float16 [n, dim], memory-mapped
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """Where each live id's newest row is; arrays aligned, sorted by id."""
+
+    ids: np.ndarray  # int64 [m]
+    shard: np.ndarray  # int32 [m], position in the view's shards
+    row: np.ndarray  # int64 [m], row within that shard
+
+
+@dataclass(frozen=True)
+class _View:
+    shards: tuple[_Shard, ...]
+    lookup: _Lookup
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames inside `path` durable (POSIX needs the directory itself synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_for(path: Path) -> Path:
+    """A hidden sibling name: scanners skip it, and it is on the same filesystem."""
+    return path.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write, fsync, rename: readers see the old file or the whole new one."""
+    tmp = temp_path_for(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = temp_path_for(path)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def as_ids(ids: np.ndarray | list[int]) -> np.ndarray:
+    """Validate ids into a contiguous int64 [n] array."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidInputError(f"ids must be a 1-D integer array, got {arr.dtype} {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _build_lookup(shards: tuple[_Shard, ...]) -> _Lookup:
+    """Replay all shards at once: per id, the last event wins; drop ids whose is a del."""
+    if not shards:
+        empty = np.empty(0, np.int64)
+        return _Lookup(empty, np.empty(0, np.int32), empty)
+    ids = np.concatenate([s.ids for s in shards])
+    shard = np.concatenate([np.full(len(s.ids), i, np.int32) for i, s in enumerate(shards)])
+    row = np.concatenate([np.arange(len(s.ids), dtype=np.int64) for s in shards])
+    is_del = np.concatenate([np.full(len(s.ids), s.kind == "del") for s in shards])
+    # stable sort keeps seq order among equal ids, so the last of each run is the newest
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = sorted_ids[1:] != sorted_ids[:-1]
+    keep = order[last]
+    keep = keep[~is_del[keep]]
+    return _Lookup(ids[keep], shard[keep], row[keep])
+
+
+class EmbeddingStore:
+    """Append-only float16 embeddings with get-by-id, live iteration and replay."""
+
+    def __init__(self, path: Path, dim: int, shards: tuple[_Shard, ...]) -> None:
+        self.path = path
+        self.dim = dim
+        self._shards = shards
+        self._lookup: _Lookup | None = None
+        self._lock = threading.Lock()  # guards _shards/_lookup swaps and lookup rebuilds
+        self._write_lock = threading.Lock()  # one writer at a time within the process
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], dim: int) -> EmbeddingStore:
+        """Open or create the store at `path`; refuse one written for another dim."""
+        if not isinstance(dim, int | np.integer) or dim <= 0:
+            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        _check_or_write_meta(root, int(dim))
+        return cls(root, int(dim), _scan(root, int(dim)))
+
+    # -- reading -----------------------------------------------------------------
+
+    @property
+    def latest_seq(self) -> int:
+        """Seq of the newest committed operation (0 for an empty store)."""
+        shards = self._shards
+        return shards[-1].seq if shards else 0
+
+    @property
+    def count(self) -> int:
+        return len(self._view().lookup.ids)
+
+    def get(self, ids: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of `ids` as float32 [n, dim] (zeros where missing) and a found mask [n]."""
+        wanted = as_ids(ids)
+        view = self._view()
+        out = np.zeros((len(wanted), self.dim), dtype=np.float32)
+        live = view.lookup.ids
+        if len(live) == 0 or len(wanted) == 0:
+            return out, np.zeros(len(wanted), dtype=bool)
+        pos = np.minimum(np.searchsorted(live, wanted), len(live) - 1)
+        found = live[pos] == wanted
+        shard, row = view.lookup.shard[pos], view.lookup.row[pos]
+        # one fancy read per shard touched, never one per id
+        for s in np.unique(shard[found]):
+            sel = found & (shard == s)
+            vectors = view.shards[s].vectors
+            assert vectors is not None  # lookup only points into add/snap shards
+            out[sel] = vectors[row[sel]]
+        return out, found
+
+    def live(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All live embeddings as (int64 ids [b], float32 vectors [b, dim]) batches."""
+        for shard, rows in self._live_rows(self._view(), batch_size):
+            assert shard.vectors is not None
+            yield shard.ids[rows], np.asarray(shard.vectors[rows], dtype=np.float32)
+
+    def ops_since(self, seq: int) -> Iterator[Op]:
+        """Committed operations after `seq`, oldest first, to replay onto an older index."""
+        shards = self._shards
+        if shards and shards[0].kind == "snap" and seq < shards[0].seq - 1:
+            raise StoreHistoryCompactedError(
+                f"operations after seq {seq} were compacted into seq {shards[0].seq}; "
+                "rebuild the index from live()"
+            )
+        for shard in shards:
+            if shard.seq <= seq or shard.kind == "snap":
+                continue  # a snapshot restates seq-1's state: nothing to replay
+            vectors = None if shard.vectors is None else np.asarray(shard.vectors, np.float32)
+            kind: Literal["add", "del"] = "add" if shard.kind == "add" else "del"
+            yield Op(shard.seq, kind, shard.ids.copy(), vectors)
+
+    def refresh(self) -> None:
+        """Re-read the directory (for a reader process; the writer's view is always current)."""
+        shards = _scan(self.path, self.dim)
+        with self._lock:
+            self._shards, self._lookup = shards, None
+
+    # -- writing -----------------------------------------------------------------
+
+    def append(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> int:
+        """Store vectors (cast to float16) under ids; a re-used id supersedes its old row."""
+        ids_arr = as_ids(ids)
+        vec = self._as_vectors(vectors, len(ids_arr))
+        if len(np.unique(ids_arr)) != len(ids_arr):
+            raise InvalidInputError("ids of one append must be unique")
+        if len(ids_arr) == 0:
+            return self.latest_seq
+        with self._write_lock:
+            seq = self.latest_seq + 1
+            vec_path = self.path / f"{seq:08d}.add.vec.npy"
+            _atomic_save_npy(vec_path, vec.astype(np.float16))
+            _atomic_save_npy(self.path / f"{seq:08d}.add.ids.npy", ids_arr)  # the commit
+            fsync_dir(self.path)
+            self._publish(self._shards + (_Shard(seq, "add", ids_arr, _map(vec_path)),))
+            return seq
+
+    def delete(self, ids: np.ndarray | list[int]) -> int:
+        """Forget ids (unknown ids are ignored); returns the operation's seq."""
+        ids_arr = as_ids(ids)
+        if len(ids_arr) == 0:
+            return self.latest_seq
+        with self._write_lock:
+            seq = self.latest_seq + 1
+            _atomic_save_npy(self.path / f"{seq:08d}.del.npy", ids_arr)
+            fsync_dir(self.path)
+            self._publish(self._shards + (_Shard(seq, "del", ids_arr, None),))
+            return seq
+
+    def compact(self) -> int:
+        """Rewrite live rows into one snapshot shard, then remove the files it replaces."""
+        with self._write_lock:
+            view = self._view()
+            seq = self.latest_seq + 1
+            vec_path = self.path / f"{seq:08d}.snap.vec.npy"
+            ids = self._write_snapshot_vectors(view, vec_path)
+            _atomic_save_npy(self.path / f"{seq:08d}.snap.ids.npy", ids)  # the commit
+            fsync_dir(self.path)
+            self._publish((_Shard(seq, "snap", ids, _map(vec_path)),))
+            _remove_dead_files(self.path, seq)
+            return seq
+
+    # -- internals ---------------------------------------------------------------
+
+    def _view(self) -> _View:
+        with self._lock:
+            if self._lookup is None:
+                self._lookup = _build_lookup(self._shards)
+            return _View(self._shards, self._lookup)
+
+    def _publish(self, shards: tuple[_Shard, ...]) -> None:
+        with self._lock:
+            self._shards, self._lookup = shards, None
+
+    def _as_vectors(self, vectors: np.ndarray, n: int) -> np.ndarray:
+        vec = np.asarray(vectors)
+        if vec.ndim != 2 or vec.shape != (n, self.dim):
+            raise InvalidInputError(f"vectors must be [{n}, {self.dim}], got {list(vec.shape)}")
+        if not np.issubdtype(vec.dtype, np.floating) or not np.isfinite(vec).all():
+            raise InvalidInputError("vectors must be finite floats")
+        return vec
+
+    @staticmethod
+    def _live_rows(view: _View, batch_size: int) -> Iterator[tuple[_Shard, np.ndarray]]:
+        """(shard, sorted rows) batches: sequential reads of each memory-mapped shard."""
+        lk = view.lookup
+        order = np.lexsort((lk.row, lk.shard))
+        shard_sorted = lk.shard[order]
+        for s, shard in enumerate(view.shards):
+            lo, hi = np.searchsorted(shard_sorted, [s, s + 1])
+            rows = lk.row[order[lo:hi]]
+            for start in range(0, len(rows), batch_size):
+                yield shard, rows[start : start + batch_size]
+
+    def _write_snapshot_vectors(self, view: _View, path: Path) -> np.ndarray:
+        """Stream live float16 rows into `path` (never all in RAM); return their ids."""
+        tmp = temp_path_for(path)
+        shape = (len(view.lookup.ids), self.dim)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        ids, at = [], 0
+        for shard, rows in self._live_rows(view, 65536):
+            assert shard.vectors is not None
+            out[at : at + len(rows)] = shard.vectors[rows]
+            ids.append(shard.ids[rows])
+            at += len(rows)
+        out.flush()
+        del out
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        return np.concatenate(ids) if ids else np.empty(0, np.int64)
+
+
+def _map(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r")
+
+
+def _check_or_write_meta(root: Path, dim: int) -> None:
+    meta_path = root / "store.json"
+    if meta_path.exists():
+        found = json.loads(meta_path.read_text())
+        if found.get("dim") != dim:
+            raise ManifestMismatchError(
+                f"embedding store {root} holds dim={found.get('dim')} vectors, expected dim={dim}"
+            )
+        return
+    meta = {"dim": dim, "dtype": "float16", "format": 1}
+    atomic_write_bytes(meta_path, json.dumps(meta).encode())
+    fsync_dir(root)
+
+
+def _scan(root: Path, dim: int) -> tuple[_Shard, ...]:
+    for attempt in range(_SCAN_RETRIES):
+        try:
+            return _scan_once(root, dim)
+        except FileNotFoundError:
+            if attempt == _SCAN_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _scan_once(root: Path, dim: int) -> tuple[_Shard, ...]:
+    commits: dict[int, str] = {}
+    for name in os.listdir(root):
+        match = _COMMIT_RE.match(name)
+        if match:
+            commits[int(match[1])] = match[2] or match[3]
+    # files older than the newest snapshot are dead (a compaction may not have removed them)
+    base = max((seq for seq, kind in commits.items() if kind == "snap"), default=0)
+    return tuple(
+        _load_shard(root, seq, commits[seq], dim) for seq in sorted(commits) if seq >= base
+    )
+
+
+def _load_shard(root: Path, seq: int, kind: str, dim: int) -> _Shard:
+    if kind == "del":
+        return _Shard(seq, kind, np.load(root / f"{seq:08d}.del.npy"), None)
+    ids = np.load(root / f"{seq:08d}.{kind}.ids.npy")
+    vectors = _map(root / f"{seq:08d}.{kind}.vec.npy")
+    if vectors.shape != (len(ids), dim) or vectors.dtype != np.float16:
+        raise CorruptIndexError(
+            f"shard {seq} of {root}: vectors {vectors.dtype} {vectors.shape} "
+            f"do not match {len(ids)} ids of dim {dim}"
+        )
+    return _Shard(seq, kind, ids, vectors)
+
+
+def _remove_dead_files(root: Path, snapshot_seq: int) -> None:
+    """Remove all but the snapshot: replaced files, orphans of crashed writes, temp files.
+
+    Safe only because the caller is the one writer: nothing newer can be in flight.
+    """
+    keep = {f"{snapshot_seq:08d}.snap.ids.npy", f"{snapshot_seq:08d}.snap.vec.npy"}
+    for name in os.listdir(root):
+        if name not in keep and (name.startswith(_TEMP_PREFIX) or _SEQ_RE.match(name)):
+            (root / name).unlink(missing_ok=True)
+    fsync_dir(root)

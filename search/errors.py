@@ -1,0 +1,91 @@
+"""Typed errors of the engine. The API maps each class to one HTTP problem, once."""
+
+from __future__ import annotations
+
+
+class XmodalError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class InvalidInputError(XmodalError, ValueError):
+    """The caller's input is wrong (a client mistake, never a server fault)."""
+
+
+class CorruptImageError(InvalidInputError):
+    """Image bytes could not be decoded: truncated, not an image, unsupported."""
+
+
+class ImageTooLargeError(InvalidInputError):
+    """Image exceeds the byte or pixel limits (decompression-bomb guard)."""
+
+
+class InvalidQueryError(InvalidInputError):
+    """A search query is malformed (no inputs, wrong vector size, bad filter...)."""
+
+
+class NotFoundError(XmodalError, LookupError):
+    """Something named by the caller does not exist."""
+
+
+class UnknownCollectionError(NotFoundError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown collection {name!r}")
+        self.name = name
+
+
+class UnknownItemError(NotFoundError):
+    def __init__(self, collection: str, external_id: str) -> None:
+        super().__init__(f"no item {external_id!r} in collection {collection!r}")
+
+
+class MediaNotFoundError(NotFoundError):
+    """A media reference points at nothing inside the media store."""
+
+
+class CollectionExistsError(XmodalError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection {name!r} already exists")
+
+
+class ModelError(XmodalError):
+    """An encoder could not be built."""
+
+
+class UnknownModelError(ModelError, InvalidInputError):
+    """The model name is neither an open_clip architecture nor a local checkpoint."""
+
+
+class WeightsUnavailableError(ModelError):
+    """Pretrained weights could not be obtained (offline hub, missing file)."""
+
+
+class IndexError_(XmodalError):
+    """Base for vector-index problems (underscore: do not shadow the builtin)."""
+
+
+class NoIndexError(IndexError_):
+    """A collection has no index version on disk yet."""
+
+
+class ManifestMismatchError(IndexError_):
+    """An index version was built for another model/dimension than the one loaded."""
+
+
+class ImageNotFoundError(CorruptImageError, FileNotFoundError):
+    """An image path names no file (also a FileNotFoundError, for plain `except OSError`)."""
+
+
+class InvalidMediaRefError(MediaNotFoundError):
+    """A media reference would leave the store (absolute, `..`, NUL...); reported as not found."""
+
+
+class CorruptIndexError(IndexError_):
+    """Index or embedding files on disk are damaged: bad checksum, shape or manifest."""
+
+
+class IndexNotTrainedError(IndexError_):
+    """Vectors were added to an index that needs training before it was trained."""
+
+
+class StoreHistoryCompactedError(IndexError_):
+    """Operations asked for were folded into a compacted shard; rebuild from live()."""

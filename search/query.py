@@ -1,0 +1,103 @@
+"""Search requests and results as typed data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from search.errors import InvalidQueryError
+from search.filters import Filter
+
+MAX_K = 1000
+
+
+class Target(StrEnum):
+    IMAGE = "image"
+    TEXT = "text"
+    ANY = "any"
+
+
+@dataclass(frozen=True)
+class QueryPart:
+    """One input of a query; exactly one of text / image / vector / item_id is set.
+
+    A negative weight pushes results away from this input."""
+
+    text: str | None = None
+    image: bytes | str | Path | Image.Image | None = None
+    vector: tuple[float, ...] | None = None
+    item_id: str | None = None  # an item's external id: search with its stored vectors
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        given = [v is not None for v in (self.text, self.image, self.vector, self.item_id)]
+        if sum(given) != 1:
+            raise InvalidQueryError("each query part needs exactly one of text, image, "
+                                    "vector or item_id")
+        if self.text is not None and not self.text.strip():
+            raise InvalidQueryError("query text is empty")
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How an item's image and text scores combine into one score (late fusion)."""
+
+    image_weight: float = 1.0
+    text_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    collection: str
+    parts: tuple[QueryPart, ...]
+    target: Target = Target.ANY
+    k: int = 10
+    offset: int = 0
+    filters: tuple[Filter, ...] = ()
+    min_score: float | None = None
+    dedupe: float | None = None  # collapse hits whose vectors' cosine is at least this
+    nprobe: int | None = None
+    rerank_factor: int | None = None
+    fusion: Fusion = field(default_factory=Fusion)
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise InvalidQueryError("a query needs at least one text, image, vector or item")
+        if not 1 <= self.k <= MAX_K:
+            raise InvalidQueryError(f"k must be between 1 and {MAX_K}")
+        if self.offset < 0 or self.offset + self.k > 10 * MAX_K:
+            raise InvalidQueryError(f"offset must be >= 0 and offset + k <= {10 * MAX_K}")
+        if self.dedupe is not None and not 0 < self.dedupe <= 1:
+            raise InvalidQueryError("dedupe must be a cosine threshold in (0, 1]")
+
+    @classmethod
+    def text(cls, collection: str, text: str, **options: Any) -> SearchQuery:
+        return cls(collection, (QueryPart(text=text),), **options)
+
+    @classmethod
+    def image(cls, collection: str, image: Any, **options: Any) -> SearchQuery:
+        return cls(collection, (QueryPart(image=image),), **options)
+
+
+@dataclass(frozen=True)
+class Hit:
+    item_id: int
+    external_id: str
+    score: float
+    modality: str  # the modality whose vector matched best
+    text: str | None
+    image_ref: str | None
+    attributes: dict[str, Any]
+    generated: bool
+    scores: dict[str, float]  # per-modality exact scores that were fused
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    total_considered: int
+    timings_ms: dict[str, float]

@@ -1,0 +1,481 @@
+"""FAISS indexes: choose a spec, train, add, remove, search, re-rank, save by version.
+
+Vectors arrive L2-normalised from the encoder (the only place that normalises), so
+inner product is cosine similarity. Search settings travel with each call as FAISS
+`SearchParameters`; a shared index is never mutated by a search, so threads may
+search one loaded index concurrently. Mutations (train/add/remove) must not run
+concurrently with searches: serving loads read-only versions, writers build the next.
+
+On disk, `root/<version>/{index.faiss, manifest.json}` is written in a hidden temp
+directory, fsynced and renamed into place; `root/CURRENT` names the live version
+and is switched atomically, so readers never see a half-written index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from search.embeddings import EmbeddingStore, Op, as_ids, atomic_write_bytes, fsync_dir
+from search.errors import (
+    CorruptIndexError,
+    IndexNotTrainedError,
+    InvalidInputError,
+    InvalidQueryError,
+    ManifestMismatchError,
+    NoIndexError,
+)
+
+FLAT_BELOW = 20_000  # below this, exact search is fast enough and needs no training
+MIN_TRAIN_POINTS_PER_LIST = 39  # faiss k-means warns (and clusters badly) below this
+TRAIN_POINTS_PER_LIST = 40  # sample size per list: k-means cost grows with it, quality barely
+PQ_MIN_TRAIN_POINTS = 256 * MIN_TRAIN_POINTS_PER_LIST  # 8-bit PQ has 256 centroids per slice
+KMEANS_ITERATIONS = 10  # faiss's 25 buys no recall once results are re-ranked exactly
+ID_BYTES = 8  # IVF lists store one int64 id per code
+DEFAULT_MEMORY_BUDGET_BYTES = 32 * 2**30  # generous: lets PQ use dim/4 bytes up to ~400M
+
+INDEX_FILE = "index.faiss"
+MANIFEST_FILE = "manifest.json"
+CURRENT_FILE = "CURRENT"
+METRIC = "inner_product"
+_TEMP_PREFIX = ".tmp-"
+_PRIVATE = object()
+
+
+def training_sample_size(n_vectors: int, nlist: int) -> int:
+    """How many of `n_vectors` `VectorIndex.train` samples for an IVF of `nlist` lists."""
+    return min(n_vectors, max(TRAIN_POINTS_PER_LIST * nlist, PQ_MIN_TRAIN_POINTS))
+
+
+def choose_spec(n_vectors: int, dim: int, memory_budget_bytes: int | None = None) -> str:
+    """An index spec string for `n_vectors` of `dim` dims, autofaiss-style.
+
+    - fewer than FLAT_BELOW vectors: "Flat" (exact; re-ranking unnecessary).
+    - else "IVF{nlist},PQ{m}": nlist is 4*sqrt(N) rounded to a power of two, halved
+      until the training sample holds >= 39 points per list; m (bytes per code) is
+      the largest divisor of dim with m <= dim/4 (>= 4 dims per sub-quantizer, so
+      256-d -> PQ64, 512-d -> PQ128) whose (m + 8 id bytes) * N fits the budget.
+      Any divisor of dim is a valid 8-bit PQ on CPU (GPU IVF-PQ accepts fewer m).
+    """
+    if n_vectors < 0 or dim <= 0:
+        raise InvalidInputError(f"need n_vectors >= 0 and dim > 0, got {n_vectors}, {dim}")
+    if n_vectors < FLAT_BELOW:
+        return "Flat"
+    budget = DEFAULT_MEMORY_BUDGET_BYTES if memory_budget_bytes is None else memory_budget_bytes
+    return f"IVF{_choose_nlist(n_vectors)},PQ{_choose_pq_bytes(n_vectors, dim, budget)}"
+
+
+def _choose_nlist(n_vectors: int) -> int:
+    nlist = 2 ** round(math.log2(4 * math.sqrt(n_vectors)))
+    while nlist > 1 and training_sample_size(n_vectors, nlist) < MIN_TRAIN_POINTS_PER_LIST * nlist:
+        nlist //= 2
+    return nlist
+
+
+def _choose_pq_bytes(n_vectors: int, dim: int, budget: int) -> int:
+    fitting = [
+        m
+        for m in range(1, dim // 4 + 1)
+        if dim % m == 0 and (m + ID_BYTES) * n_vectors <= budget
+    ]
+    if not fitting:
+        raise InvalidInputError(
+            f"a memory budget of {budget} bytes cannot hold {n_vectors} PQ codes of dim {dim}"
+        )
+    return fitting[-1]
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: an ndarray field has no truth value
+class SearchParams:
+    """Per-call search settings; allowed_ids restricts results (metadata filters)."""
+
+    nprobe: int = 32  # IVF lists visited per query
+    rerank_factor: int = 4  # search_reranked over-fetches k * rerank_factor candidates
+    allowed_ids: np.ndarray | None = None  # int64 ids allowed; None = all
+
+    def __post_init__(self) -> None:
+        if self.nprobe < 1 or self.rerank_factor < 1:
+            raise InvalidQueryError("nprobe and rerank_factor must be >= 1")
+
+
+class VectorIndex:
+    """One FAISS index with external int64 ids; get one from `create` or `load_current`."""
+
+    def __init__(self, index: faiss.Index, spec: str, key: object) -> None:
+        if key is not _PRIVATE:
+            raise TypeError("use VectorIndex.create(spec, dim) or load_current(...)")
+        self._index = index
+        self._spec = spec
+        self._ivf = _extract_ivf(index)
+        self._gpu_index: faiss.Index | None = None
+        self._gpu_lock = threading.Lock()
+
+    @classmethod
+    def create(cls, spec: str, dim: int) -> VectorIndex:
+        """An empty inner-product index; specs without IVF get an IDMap2 for their ids."""
+        factory = spec if "IVF" in spec else f"IDMap2,{spec}"
+        try:
+            index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise InvalidInputError(f"bad index spec {spec!r} for dim {dim}: {exc}") from exc
+        ivf = _extract_ivf(index)
+        if ivf is not None:
+            ivf.cp.niter = KMEANS_ITERATIONS
+            if isinstance(ivf, faiss.IndexIVFPQ):
+                # polysemous training costs minutes and only serves Hamming filtering
+                ivf.do_polysemous_training = False
+        return cls(index, spec, _PRIVATE)
+
+    @property
+    def spec(self) -> str:
+        return self._spec
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    @property
+    def needs_training(self) -> bool:
+        """True until `train` has run, for specs that learn centroids (IVF, PQ...)."""
+        return not self.is_trained
+
+    @property
+    def exact_scores(self) -> bool:
+        """Codes are raw float32 vectors, so ANN scores are already exact."""
+        return self._spec.split(",")[-1].strip() == "Flat"
+
+    def train(self, vectors: np.ndarray, *, seed: int = 0) -> None:
+        """Learn centroids from a seeded sample of `vectors` (no-op if already trained)."""
+        if not self.needs_training:
+            return
+        x = _as_matrix(vectors, self.dim, InvalidInputError)
+        nlist = self._ivf.nlist if self._ivf is not None else 1
+        size = training_sample_size(len(x), nlist)
+        rows = np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))
+        try:
+            self._index.train(x[rows])
+        except RuntimeError as exc:
+            raise InvalidInputError(f"cannot train {self._spec} on {size} vectors: {exc}") from exc
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under ids that are not in the index (remove old ones first)."""
+        ids_arr = as_ids(ids)
+        x = _as_matrix(vectors, self.dim, InvalidInputError)
+        if len(ids_arr) != len(x):
+            raise InvalidInputError(f"{len(ids_arr)} ids for {len(x)} vectors")
+        if self.needs_training:
+            raise IndexNotTrainedError(f"index {self._spec} must be trained before add")
+        self._index.add_with_ids(x, ids_arr)
+        self._gpu_index = None
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids (unknown ones are ignored); returns how many vectors went."""
+        ids_arr = as_ids(ids)
+        if len(ids_arr) == 0:
+            return 0
+        removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids_arr)))
+        self._gpu_index = None
+        return removed
+
+    def search(
+        self, queries: np.ndarray, k: int, params: SearchParams = SearchParams()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ANN candidates: scores float32 [n, k], ids int64 [n, k], -inf/-1 padded."""
+        q = _as_matrix(queries, self.dim, InvalidQueryError)
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidQueryError(f"k must be a positive integer, got {k!r}")
+        if params.allowed_ids is not None and len(params.allowed_ids) == 0:
+            return _padded(len(q), int(k))
+        selector = _selector(params.allowed_ids)
+        faiss_params = self._faiss_params(params.nprobe, selector)
+        scores, ids = self._search_index(selector).search(q, int(k), params=faiss_params)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def _faiss_params(self, nprobe: int, selector: faiss.IDSelector | None) -> object:
+        # fresh objects per call: the index itself is never told nprobe
+        if self._ivf is None:
+            params = faiss.SearchParameters()
+        else:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(nprobe, int(self._ivf.nlist))
+        if selector is not None:
+            params.sel = selector
+        return params
+
+    def _search_index(self, selector: faiss.IDSelector | None) -> faiss.Index:
+        """A GPU clone when a GPU exists, else the CPU index.
+
+        GPU indexes take no IDSelector, so filtered searches stay on CPU, as do specs
+        the GPU cannot hold (e.g. IVF-PQ with more than 96 bytes per code).
+        """
+        if selector is not None or faiss.get_num_gpus() == 0:
+            return self._index
+        with self._gpu_lock:
+            if self._gpu_index is None:
+                try:
+                    self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)
+                except (RuntimeError, AttributeError):
+                    self._gpu_index = self._index
+            return self._gpu_index
+
+
+def _extract_ivf(index: faiss.Index) -> faiss.IndexIVF | None:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _selector(allowed_ids: np.ndarray | None) -> faiss.IDSelector | None:
+    # IDSelectorBatch copies the ids into a hash set, so the array may go away
+    return None if allowed_ids is None else faiss.IDSelectorBatch(as_ids(allowed_ids))
+
+
+def _padded(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+
+
+def _as_matrix(vectors: np.ndarray, dim: int, error: type[Exception]) -> np.ndarray:
+    x = np.asarray(vectors)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise error(f"expected vectors of shape [n, {dim}], got {list(x.shape)}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise error(f"expected float vectors, got {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise error("vectors contain NaN or infinity")
+    return x
+
+
+# -- exact re-ranking ------------------------------------------------------------------
+
+
+def search_reranked(
+    index: VectorIndex,
+    store: EmbeddingStore,
+    queries: np.ndarray,
+    k: int,
+    params: SearchParams = SearchParams(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by exact inner product over k * rerank_factor ANN candidates.
+
+    PQ scores cannot order close neighbours, so candidates are re-scored with the
+    store's float16 vectors. Ids missing from the store are dropped. Flat: no re-rank.
+    """
+    if index.exact_scores:
+        return index.search(queries, k, params)
+    _, candidates = index.search(queries, k * params.rerank_factor, params)
+    q = _as_matrix(queries, index.dim, InvalidQueryError)
+    return _rerank(q, candidates, store, k)
+
+
+def _rerank(
+    queries: np.ndarray, candidates: np.ndarray, store: EmbeddingStore, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    unique, inverse = np.unique(candidates.ravel(), return_inverse=True)
+    vectors, found = store.get(unique)  # [u, dim], [u]
+    inverse = inverse.reshape(candidates.shape)  # [n, c]
+    exact = np.matmul(vectors[inverse], queries[:, :, None])[..., 0]  # [n, c]
+    exact[~found[inverse] | (candidates < 0)] = -np.inf
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(exact, order, axis=1).astype(np.float32)
+    ids = np.take_along_axis(candidates, order, axis=1)
+    ids[np.isneginf(scores)] = -1
+    return scores, ids
+
+
+def apply_ops(index: VectorIndex, ops: Iterable[Op]) -> int | None:
+    """Replay store operations onto an index saved at an older seq; the last seq applied."""
+    last = None
+    for op in ops:
+        index.remove(op.ids)  # an add supersedes older rows of its ids, a del drops them
+        if op.kind == "add":
+            assert op.vectors is not None
+            index.add(op.ids, op.vectors)
+        last = op.seq
+    return last
+
+
+# -- versioned persistence ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """What an index version was built from; a loader refuses one that does not match."""
+
+    version: str
+    model: str
+    pretrained: str | None
+    dim: int
+    metric: str
+    spec: str
+    count: int
+    store_seq: int
+    checksum: str  # sha256 of index.faiss, hex
+    created_at: str  # ISO 8601, UTC
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> IndexManifest:
+        return cls(**json.loads(text))
+
+
+def write_version(
+    root: Path, index: VectorIndex, *, model: str, pretrained: str | None, store_seq: int
+) -> IndexManifest:
+    """Write `index` as a new version under `root` and make it CURRENT."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    version = _new_version_name(root)
+    tmp = root / f"{_TEMP_PREFIX}{version}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    faiss.write_index(index._index, str(tmp / INDEX_FILE))
+    _fsync_file(tmp / INDEX_FILE)
+    manifest = IndexManifest(
+        version=version,
+        model=model,
+        pretrained=pretrained,
+        dim=index.dim,
+        metric=METRIC,
+        spec=index.spec,
+        count=index.ntotal,
+        store_seq=store_seq,
+        checksum=_sha256(tmp / INDEX_FILE),
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    (tmp / MANIFEST_FILE).write_text(manifest.to_json())
+    _fsync_file(tmp / MANIFEST_FILE)
+    fsync_dir(tmp)
+    os.rename(tmp, root / version)
+    fsync_dir(root)
+    atomic_write_bytes(root / CURRENT_FILE, version.encode())
+    fsync_dir(root)
+    return manifest
+
+
+def load_current(
+    root: Path, *, model: str, pretrained: str | None, dim: int, mmap: bool = False
+) -> tuple[VectorIndex, IndexManifest]:
+    """Load the CURRENT version, refusing one built for another model, weights or dim.
+
+    mmap=True maps the inverted lists read-only instead of reading them into RAM
+    (several processes then share one page-cache copy); such an index is read-only.
+    """
+    root = Path(root)
+    version = current_version(root)
+    if version is None:
+        raise NoIndexError(f"no current index version under {root}")
+    manifest = _read_manifest(root / version)
+    _check_manifest(manifest, model=model, pretrained=pretrained, dim=dim)
+    path = root / version / INDEX_FILE
+    if _sha256(path) != manifest.checksum:
+        raise CorruptIndexError(f"index {path} does not match its manifest checksum")
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    index = VectorIndex(faiss.read_index(str(path), flags), manifest.spec, _PRIVATE)
+    if index.ntotal != manifest.count or index.dim != manifest.dim:
+        raise CorruptIndexError(f"index {path} holds {index.ntotal}x{index.dim}, manifest differs")
+    return index, manifest
+
+
+def current_version(root: Path) -> str | None:
+    try:
+        name = (Path(root) / CURRENT_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def list_versions(root: Path) -> list[str]:
+    """Complete versions, oldest first; hidden temp dirs (unfinished writes) are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if not p.name.startswith(".") and (p / MANIFEST_FILE).is_file()
+    )
+
+
+def prune_versions(root: Path, keep: int = 2, stale_temp_after_s: float = 3600.0) -> list[str]:
+    """Delete all but the newest `keep` versions (never CURRENT) and stale temp dirs."""
+    root = Path(root)
+    current = current_version(root)
+    versions = list_versions(root)
+    doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
+    for version in doomed:
+        shutil.rmtree(root / version, ignore_errors=True)
+    cutoff = time.time() - stale_temp_after_s
+    for path in root.glob(f"{_TEMP_PREFIX}*"):
+        if path.is_dir() and path.stat().st_mtime < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def _new_version_name(root: Path) -> str:
+    """'vYYYYmmddTHHMMSS.ffffffZ-NNNN', sorting after every existing version."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    name = f"v{stamp}-0000"
+    existing = list_versions(root)
+    if existing and name <= existing[-1]:
+        # same microsecond or a clock that went back: count on from the newest
+        base, _, counter = existing[-1].rpartition("-")
+        name = f"{base}-{int(counter) + 1:04d}" if counter.isdigit() else f"{existing[-1]}-0001"
+    return name
+
+
+def _read_manifest(version_dir: Path) -> IndexManifest:
+    try:
+        return IndexManifest.from_json((version_dir / MANIFEST_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, TypeError) as exc:
+        raise CorruptIndexError(f"unreadable manifest in {version_dir}: {exc}") from exc
+
+
+def _check_manifest(
+    manifest: IndexManifest, *, model: str, pretrained: str | None, dim: int
+) -> None:
+    expected = {"model": model, "pretrained": pretrained, "dim": dim, "metric": METRIC}
+    found = {key: getattr(manifest, key) for key in expected}
+    wrong = [f"{key}: expected {expected[key]!r}, found {found[key]!r}" for key in expected
+             if expected[key] != found[key]]  # fmt: skip
+    if wrong:
+        raise ManifestMismatchError(
+            f"index version {manifest.version} was built for another encoder ({'; '.join(wrong)})"
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())

@@ -1,0 +1,245 @@
+"""The query engine against brute-force ground truth (exact cosine over the encoder)."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from search import engine as engine_module
+from search.collection import NewItem
+from search.encoder import normalize
+from search.engine import Searcher
+from search.errors import (
+    InvalidQueryError,
+    ManifestMismatchError,
+    UnknownCollectionError,
+    UnknownItemError,
+)
+from search.filters import parse_filters
+from search.query import Fusion, QueryPart, SearchQuery, Target
+from search.workspace import Workspace
+from tests.utils.corpus import catalog_items, png_bytes
+
+ITEMS = catalog_items(60)
+
+
+@pytest.fixture
+def shop(workspace):
+    collection = workspace.create_collection("shop")
+    report = collection.add_items(ITEMS)
+    assert (report.new, report.failed) == (60, 0)
+    return collection
+
+
+DEFAULT_FUSION = Fusion()
+
+
+def _truth(shop, query_vector, target, items=ITEMS, fusion=DEFAULT_FUSION):
+    """Expected (external_id, score) ranking computed without the index."""
+    enc = shop.encoder
+    scores = {}
+    for item in items:
+        per = {}
+        if item.image is not None and target in (Target.IMAGE, Target.ANY):
+            image = Image.open(io.BytesIO(item.image)).convert("RGB")
+            per["image"] = float(enc.encode_images([image])[0] @ query_vector)
+        if item.text and target in (Target.TEXT, Target.ANY):
+            per["text"] = float(enc.encode_texts([item.text])[0] @ query_vector)
+        if per:
+            w = {"image": fusion.image_weight, "text": fusion.text_weight}
+            scores[item.external_id] = sum(w[m] * s for m, s in per.items()) / sum(
+                w[m] for m in per)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def _ids(result):
+    return [h.external_id for h in result.hits]
+
+
+@pytest.mark.parametrize("target", [Target.IMAGE, Target.TEXT, Target.ANY])
+def test_text_query_matches_exact_ranking(workspace, shop, target):
+    query = SearchQuery.text("shop", "fruit number 12", target=target, k=10)
+    result = Searcher(workspace).search(query)
+    truth = _truth(shop, shop.encoder.encode_texts(["fruit number 12"])[0], target)
+    assert _ids(result) == [e for e, _ in truth[:10]]
+    np.testing.assert_allclose([h.score for h in result.hits], [s for _, s in truth[:10]],
+                               atol=2e-3)  # stored vectors are float16
+    if target is not Target.ANY:
+        assert {h.modality for h in result.hits} == {target.value}
+
+
+def test_image_query_image_to_text(workspace, shop):
+    image = png_bytes(1000)
+    result = Searcher(workspace).search(SearchQuery.image("shop", image, target=Target.TEXT))
+    qv = shop.encoder.encode_images([Image.open(io.BytesIO(image)).convert("RGB")])[0]
+    assert _ids(result) == [e for e, _ in _truth(shop, qv, Target.TEXT)[:10]]
+
+
+def test_weighted_multi_query_with_negative_weight(workspace, shop):
+    parts = (QueryPart(text="shoes number 5", weight=1.0),
+             QueryPart(image=png_bytes(3), weight=-0.5))
+    result = Searcher(workspace).search(SearchQuery("shop", parts, target=Target.IMAGE))
+    enc = shop.encoder
+    qv = enc.encode_texts(["shoes number 5"])[0] - 0.5 * enc.encode_images(
+        [Image.open(io.BytesIO(png_bytes(3))).convert("RGB")])[0]
+    qv = normalize(qv[None])[0]
+    assert _ids(result) == [e for e, _ in _truth(shop, qv, Target.IMAGE)[:10]]
+
+
+def test_vector_and_item_queries(workspace, shop):
+    searcher = Searcher(workspace)
+    raw = np.random.default_rng(0).normal(size=32)
+    by_vector = searcher.search(SearchQuery("shop", (QueryPart(vector=tuple(raw)),)))
+    truth = _truth(shop, normalize(raw[None])[0].astype(np.float32), Target.ANY)
+    assert _ids(by_vector) == [e for e, _ in truth[:10]]
+    by_item = searcher.search(SearchQuery("shop", (QueryPart(item_id="p2"),),
+                                          target=Target.IMAGE))
+    p2 = ITEMS[2]
+    own = [shop.encoder.encode_texts([p2.text])[0],
+           shop.encoder.encode_images([Image.open(io.BytesIO(p2.image)).convert("RGB")])[0]]
+    item_vector = normalize(np.mean(own, axis=0)[None])[0]
+    assert _ids(by_item) == [e for e, _ in _truth(shop, item_vector, Target.IMAGE)[:10]]
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: SearchQuery("shop", (QueryPart(vector=(1.0, 2.0)),)),
+    lambda: SearchQuery("shop", (QueryPart(vector=tuple([0.0] * 32)),)),
+    lambda: SearchQuery("shop", (QueryPart(text="a"), QueryPart(text="a", weight=-1))),
+])
+def test_invalid_queries_are_typed_errors(workspace, shop, bad):
+    with pytest.raises(InvalidQueryError):
+        Searcher(workspace).search(bad())
+
+
+def test_query_validation():
+    with pytest.raises(InvalidQueryError):
+        SearchQuery("shop", ())
+    with pytest.raises(InvalidQueryError):
+        SearchQuery.text("shop", "x", k=0)
+    with pytest.raises(InvalidQueryError):
+        QueryPart(text="x", vector=(1.0,))
+    with pytest.raises(InvalidQueryError):
+        QueryPart(text="   ")
+
+
+def test_unknown_collection_and_item(workspace, shop):
+    with pytest.raises(UnknownCollectionError):
+        Searcher(workspace).search(SearchQuery.text("nope", "x"))
+    with pytest.raises(UnknownItemError):
+        Searcher(workspace).search(SearchQuery("shop", (QueryPart(item_id="zzz"),)))
+
+
+@pytest.mark.parametrize("selective", [True, False])
+def test_filters_equal_exact_search_over_matching_items(workspace, shop, monkeypatch,
+                                                        selective):
+    if not selective:  # force the post-filter path with over-fetch
+        monkeypatch.setattr(engine_module, "SELECTOR_MIN_IDS", 0)
+        monkeypatch.setattr(engine_module, "SELECTOR_MAX_SHARE", 0.0)
+    spec = {"category": ["fruit", "toys"], "price": {"gte": 3}}
+    query = SearchQuery.text("shop", "product", target=Target.IMAGE, k=5,
+                             filters=tuple(parse_filters(spec)))
+    result = Searcher(workspace).search(query)
+    allowed = [i for i in ITEMS if i.attributes["category"] in ("fruit", "toys")
+               and i.attributes["price"] >= 3]
+    truth = _truth(shop, shop.encoder.encode_texts(["product"])[0], Target.IMAGE, allowed)
+    assert _ids(result) == [e for e, _ in truth[:5]]
+
+
+def test_pagination_min_score_and_fusion_weights(workspace, shop):
+    searcher = Searcher(workspace)
+    full = _ids(searcher.search(SearchQuery.text("shop", "clothes", k=20)))
+    page2 = _ids(searcher.search(SearchQuery.text("shop", "clothes", k=10, offset=10)))
+    assert page2 == full[10:20]
+    scores = [h.score for h in searcher.search(SearchQuery.text("shop", "clothes", k=20)).hits]
+    cut = scores[5]
+    kept = searcher.search(SearchQuery.text("shop", "clothes", k=20, min_score=cut)).hits
+    assert len(kept) == 6 and all(h.score >= cut for h in kept)
+    fusion = Fusion(image_weight=3.0, text_weight=1.0)
+    weighted = searcher.search(SearchQuery.text("shop", "clothes", fusion=fusion))
+    truth = _truth(shop, shop.encoder.encode_texts(["clothes"])[0], Target.ANY, fusion=fusion)
+    assert _ids(weighted) == [e for e, _ in truth[:10]]
+
+
+def test_dedupe_collapses_identical_images(workspace, shop):
+    shop.add_items([NewItem("dup-a", image=png_bytes(77)), NewItem("dup-b", image=png_bytes(77))])
+    query = SearchQuery.image("shop", png_bytes(77), target=Target.IMAGE, k=3)
+    plain = _ids(Searcher(workspace).search(query))
+    assert set(plain[:2]) == {"dup-a", "dup-b"}
+    deduped = Searcher(workspace).search(SearchQuery.image("shop", png_bytes(77),
+                                                           target=Target.IMAGE, k=3,
+                                                           dedupe=0.999))
+    assert len({"dup-a", "dup-b"} & set(_ids(deduped))) == 1 and len(deduped.hits) == 3
+
+
+def test_reindexing_same_items_is_a_no_op_and_changes_are_picked_up(workspace, shop):
+    report = shop.add_items(ITEMS)
+    assert (report.new, report.changed, report.unchanged) == (0, 0, 60)
+    stats = shop.stats()
+    assert stats["vectors"] == stats["text_index"]["vectors"] + stats["image_index"]["vectors"]
+    report = shop.add_items([NewItem("p0", text="zebra crossing", image=ITEMS[0].image,
+                                     attributes={"category": "new"})])
+    assert report.changed == 1
+    hit = Searcher(workspace).search(SearchQuery.text("shop", "zebra crossing",
+                                                      target=Target.TEXT, k=1)).hits[0]
+    assert (hit.external_id, hit.text, hit.attributes) == ("p0", "zebra crossing",
+                                                           {"category": "new"})
+    assert shop.stats()["vectors"] == stats["vectors"]  # replaced, not doubled
+
+
+def test_deleted_items_never_returned(workspace, shop):
+    removed = shop.delete_items(["p0", "p2", "p4"])
+    assert removed == 6  # three items with both modalities
+    result = Searcher(workspace).search(SearchQuery.text("shop", "product", k=100))
+    assert not {"p0", "p2", "p4"} & set(_ids(result))
+    assert len(result.hits) == 57
+
+
+def test_bad_items_are_reported_and_the_rest_go_on(workspace, shop):
+    before = Searcher(workspace).search(SearchQuery.text("shop", "fruit"))
+    good = NewItem("fresh", text="brand new thing", image=png_bytes(500))
+    bad = [NewItem("p1", text="overwrite?", image=b"\xff\xd8\xff\xe0 not a jpeg"),
+           NewItem("", text="no id"), NewItem("empty"), NewItem("fresh", text="dup")]
+    report = shop.add_items([good, *bad])
+    assert report.new == 1 and report.failed == 4
+    assert {f.external_id for f in report.failures} == {"p1", None, "empty", "fresh"}
+    # p1 was not damaged by its corrupt update
+    assert workspace.catalog.get_item(shop.info.id, "p1")["text"] == ITEMS[1].text
+    assert _ids(Searcher(workspace).search(SearchQuery.text("shop", "fruit"))) == _ids(before)
+    failures = workspace.catalog.recent_failures(shop.info.id)
+    assert {f["external_id"] for f in failures} == {"p1", None, "empty", "fresh"}
+
+
+def test_persistence_across_reopen_with_and_without_save(settings, shop, workspace):
+    expected = _ids(Searcher(workspace).search(SearchQuery.text("shop", "toys number 3")))
+    shop.save()
+    shop.add_items([NewItem("late", text="toys number 3 late arrival")])  # after the save
+    expected_late = _ids(Searcher(workspace).search(SearchQuery.text("shop", "toys number 3")))
+    assert "late" in expected_late and expected != expected_late
+    reopened = Workspace.open(settings)
+    try:
+        again = _ids(Searcher(reopened).search(SearchQuery.text("shop", "toys number 3")))
+        assert again == expected_late  # the saved version plus replayed embeddings
+    finally:
+        reopened.close()
+
+
+def test_index_built_for_another_model_is_refused(settings, shop, workspace, tmp_path):
+    shop.save()
+    other = shop.encoder.save(tmp_path / "other-model")
+    workspace.catalog.update_collection(shop.info.id, model=str(other), pretrained=None)
+    reopened = Workspace.open(settings)
+    try:
+        with pytest.raises(ManifestMismatchError):
+            reopened.collection("shop")
+    finally:
+        reopened.close()
+
+
+def test_rebuild_to_ivf_keeps_exact_results(workspace, shop):
+    query = SearchQuery.text("shop", "shoes", target=Target.IMAGE, k=5, nprobe=4,
+                             rerank_factor=20)
+    before = _ids(Searcher(workspace).search(query))
+    manifests = shop.rebuild(spec="IVF4,Flat")
+    assert all(m.spec == "IVF4,Flat" for m in manifests.values())
+    assert _ids(Searcher(workspace).search(query)) == before

@@ -1,0 +1,251 @@
+"""A throwaway PostgreSQL cluster for tests: initdb into a temp dir, serve on 127.0.0.1.
+
+    cluster = start_cluster()          # or a server named by XMODAL_TEST_POSTGRES_URL
+    url = cluster.create_database("catalog_test")
+    ...
+    cluster.stop()                     # kills the server and deletes its files
+
+PostgreSQL refuses to run as root, so when the tests run as root the server binaries run
+as the `postgres` OS user (through runuser) in a directory that user owns. As any other
+user they run directly. fsync is off: the data is thrown away, and speed matters.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pwd
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import URL, make_url
+
+ENV_URL = "XMODAL_TEST_POSTGRES_URL"
+SUPERUSER = "postgres"
+SERVICE_USER = "postgres"  # OS account the server runs as when we are root
+START_TIMEOUT_S = 60
+_DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class PostgresUnavailableError(RuntimeError):
+    """No PostgreSQL server binaries here (and no external server configured)."""
+
+
+@dataclass
+class PostgresCluster:
+    """A running server; `url` is a SQLAlchemy URL to its `postgres` database.
+
+    `workdir` is None for an external server (XMODAL_TEST_POSTGRES_URL): then `stop` only
+    drops the databases this object created and leaves the server running.
+    """
+
+    url: str
+    workdir: Path | None = None
+    bin_dir: Path | None = None
+    created: list[str] = field(default_factory=list)
+    stopped: bool = False
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self.workdir / "data" if self.workdir else None
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database and return its SQLAlchemy URL."""
+        if not _DATABASE_NAME.fullmatch(name):
+            raise ValueError(f"database name must match {_DATABASE_NAME.pattern}: {name!r}")
+        with psycopg.connect(_libpq_url(self.url), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return make_url(self.url).set(database=name).render_as_string(hide_password=False)
+
+    def stop(self) -> None:
+        """Stop the server and delete its files (external: drop what we created)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.workdir is None:
+            self._drop_created_databases()
+            return
+        assert self.bin_dir is not None and self.data_dir is not None
+        _run_as_server_user(
+            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate"],
+            cwd=self.workdir,
+            check=False,  # already dead is fine: we only want it gone
+        )
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _drop_created_databases(self) -> None:
+        with psycopg.connect(_libpq_url(self.url), autocommit=True) as conn:
+            for name in self.created:
+                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                conn.execute(drop.format(sql.Identifier(name)))
+
+    def __enter__(self) -> PostgresCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_cluster() -> PostgresCluster:
+    """A fresh server on a free port, or the one named by XMODAL_TEST_POSTGRES_URL."""
+    external = os.environ.get(ENV_URL)
+    if external:
+        cluster = PostgresCluster(url=_with_psycopg_driver(external))
+        _wait_until_accepting(cluster.url, log=None)
+        return cluster
+    bin_dir = find_pg_bin()
+    workdir = _make_workdir()
+    try:
+        _initdb(bin_dir, workdir)
+        port = _start_server(bin_dir, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    url = URL.create("postgresql+psycopg", username=SUPERUSER, host="127.0.0.1", port=port)
+    cluster = PostgresCluster(
+        url=url.set(database="postgres").render_as_string(), workdir=workdir, bin_dir=bin_dir
+    )
+    atexit.register(cluster.stop)  # a crashed test session must not leave a server behind
+    try:
+        _wait_until_accepting(cluster.url, log=workdir / "server.log")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def find_pg_bin() -> Path:
+    """The newest /usr/lib/postgresql/<version>/bin, else initdb's directory on PATH."""
+    candidates = [
+        path
+        for path in Path("/usr/lib/postgresql").glob("*/bin")
+        if (path / "pg_ctl").is_file() and path.parent.name.replace(".", "").isdigit()
+    ]
+    if candidates:
+        return max(candidates, key=lambda path: [int(p) for p in path.parent.name.split(".")])
+    on_path = shutil.which("initdb")
+    if on_path and shutil.which("pg_ctl"):
+        return Path(on_path).resolve().parent
+    raise PostgresUnavailableError(
+        "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH); "
+        f"install postgresql, or set {ENV_URL} to a server URL"
+    )
+
+
+def _make_workdir() -> Path:
+    """A private temp dir the server user owns and can reach.
+
+    As root it goes under /tmp itself: TMPDIR may point inside a root-only directory that
+    the postgres user cannot traverse.
+    """
+    as_root = os.geteuid() == 0
+    workdir = Path(tempfile.mkdtemp(prefix="xmodal-pg-", dir="/tmp" if as_root else None))
+    if as_root:
+        try:
+            account = pwd.getpwnam(SERVICE_USER)
+        except KeyError as exc:
+            shutil.rmtree(workdir)
+            raise PostgresUnavailableError(
+                f"running as root, but there is no {SERVICE_USER!r} OS user to run the server"
+            ) from exc
+        os.chown(workdir, account.pw_uid, account.pw_gid)
+    workdir.chmod(0o700)
+    return workdir
+
+
+def _initdb(bin_dir: Path, workdir: Path) -> None:
+    command = [str(bin_dir / "initdb"), "-D", str(workdir / "data"), "--auth=trust"]
+    # --no-sync: nothing needs to survive a crash; --no-locale: identical on every machine
+    command += [f"--username={SUPERUSER}", "--encoding=UTF8", "--no-locale", "--no-sync"]
+    _run_as_server_user(command, cwd=workdir)
+
+
+def _start_server(bin_dir: Path, workdir: Path, attempts: int = 3) -> int:
+    """Start on a free port; retry because another process may take the port first."""
+    log = workdir / "server.log"
+    for attempt in range(1, attempts + 1):
+        port = _free_port()
+        options = [
+            f"-c port={port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-c unix_socket_directories={shlex.quote(str(workdir))}",
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        ]
+        command = [str(bin_dir / "pg_ctl"), "start", "-D", str(workdir / "data"), "-l", str(log)]
+        command += ["-w", "-t", str(START_TIMEOUT_S), "-o", " ".join(options)]
+        result = _run_as_server_user(command, cwd=workdir, check=False)
+        if result.returncode == 0:
+            return port
+        if attempt == attempts:
+            raise RuntimeError(
+                f"PostgreSQL did not start (pg_ctl exit {result.returncode}):\n"
+                f"{result.stdout}{result.stderr}\n--- server log ---\n{_tail(log)}"
+            )
+    raise AssertionError("unreachable")
+
+
+def _run_as_server_user(
+    command: list[str], *, cwd: Path, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run a server binary; as root, as the postgres OS user (the server refuses root)."""
+    program = Path(command[0]).name
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", SERVICE_USER, "--", *command]
+    # cwd: the server user may not be allowed into our current directory (e.g. /root)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"{program} failed: {shlex.join(command)}\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def _wait_until_accepting(url: str, *, log: Path | None, timeout_s: float = 30.0) -> None:
+    """Connect over TCP until it works: pg_ctl -w may have checked the Unix socket only."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with psycopg.connect(_libpq_url(url), connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+            return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                server_log = f"\n--- server log ---\n{_tail(log)}" if log else ""
+                raise RuntimeError(f"PostgreSQL at {url} not accepting: {exc}{server_log}") from exc
+            time.sleep(0.2)
+
+
+def _with_psycopg_driver(url: str) -> str:
+    """Accept plain postgresql:// URLs too; SQLAlchemy would pick psycopg2 for them."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _libpq_url(sqlalchemy_url: str) -> str:
+    """psycopg wants postgresql://..., without SQLAlchemy's +driver suffix."""
+    url = make_url(sqlalchemy_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _tail(path: Path | None, lines: int = 40) -> str:
+    if path is None or not path.is_file():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

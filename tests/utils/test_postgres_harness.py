@@ -1,0 +1,80 @@
+"""tests/utils/postgres.py: a real throwaway cluster starts, serves SQL, and goes away."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.utils import postgres
+from tests.utils.postgres import PostgresCluster, start_cluster
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def cluster(postgres_cluster: PostgresCluster) -> PostgresCluster:
+    # The suite's shared cluster; no skip: a missing PostgreSQL must fail the run.
+    return postgres_cluster
+
+
+def _select_one(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("select 1")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_cluster_serves_a_new_database(cluster: PostgresCluster) -> None:
+    url = cluster.create_database("harness_check")
+
+    assert make_url(url).database == "harness_check"
+    assert make_url(url).host == "127.0.0.1"
+    assert _select_one(url) == 1
+    assert _select_one(cluster.url) == 1
+
+
+def test_external_server_from_environment(
+    cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain_url = cluster.url.replace("postgresql+psycopg://", "postgresql://")
+    monkeypatch.setenv(postgres.ENV_URL, plain_url)  # plain libpq-style URLs work too
+
+    external = start_cluster()
+    url = external.create_database("external_check")
+    assert external.workdir is None and _select_one(url) == 1
+    external.stop()  # drops its database, leaves the server running
+
+    assert _select_one(cluster.url) == 1
+    with pytest.raises(Exception, match="external_check"):
+        _select_one(url)
+
+
+def test_bad_database_names_are_refused(cluster: PostgresCluster) -> None:
+    with pytest.raises(ValueError, match="database name"):
+        cluster.create_database('x"; drop database postgres; --')
+
+
+def test_stop_removes_server_and_files() -> None:
+    own = start_cluster()
+    if own.workdir is None:  # an external server (XMODAL_TEST_POSTGRES_URL) is not ours
+        own.stop()
+        return
+    port = make_url(own.url).port
+    assert port is not None
+
+    own.stop()
+    own.stop()  # idempotent
+
+    assert not own.workdir.exists()
+    with socket.socket() as probe, pytest.raises(OSError):
+        probe.connect(("127.0.0.1", port))
+
+
+def test_find_pg_bin_has_the_server_tools() -> None:
+    bin_dir = postgres.find_pg_bin()
+    assert all((bin_dir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres"))
