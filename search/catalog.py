@@ -239,15 +239,28 @@ class Catalog:
                     "vectors": [{"id": v, "modality": m, "source": src}
                                 for v, m, src in vectors]}
 
-    def delete_items(self, collection_id: int, external_ids: Sequence[str]) -> list[int]:
-        """Delete items and their vector rows; returns the removed vector ids."""
-        removed: list[int] = []
+    def active_hashes(self, collection_id: int, external_ids: Sequence[str]) -> dict[str, str]:
+        """Content hashes of items whose vectors are fully stored (status active)."""
+        found: dict[str, str] = {}
+        with self.session() as s:
+            for chunk in _chunks(list(external_ids)):
+                rows = s.execute(select(ItemRow.external_id, ItemRow.content_hash).where(
+                    ItemRow.collection_id == collection_id, ItemRow.status == "active",
+                    ItemRow.external_id.in_(chunk)))
+                found.update({e: h for e, h in rows})
+        return found
+
+    def delete_items(self, collection_id: int, external_ids: Sequence[str]
+                     ) -> dict[str, list[int]]:
+        """Delete items and their vector rows; returns removed vector ids by modality."""
+        removed: dict[str, list[int]] = {}
         with self.session() as s:
             for chunk in _chunks(list(external_ids)):
                 item_ids = select(ItemRow.id).where(ItemRow.collection_id == collection_id,
                                                     ItemRow.external_id.in_(chunk))
-                removed += s.scalars(select(VectorRow.id)
-                                     .where(VectorRow.item_id.in_(item_ids))).all()
+                for vid, modality in s.execute(select(VectorRow.id, VectorRow.modality)
+                                               .where(VectorRow.item_id.in_(item_ids))):
+                    removed.setdefault(modality, []).append(vid)
                 s.execute(delete(VectorRow).where(VectorRow.item_id.in_(item_ids)))
                 s.execute(delete(ItemRow).where(ItemRow.collection_id == collection_id,
                                                 ItemRow.external_id.in_(chunk)))

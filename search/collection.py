@@ -3,41 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+import torch
 
-from search.catalog import Catalog, CollectionInfo, ItemChange, ItemInput, ItemState
+from search.catalog import Catalog, CollectionInfo, ItemInput, ItemState
 from search.catalog_models import Modality, Source
 from search.encoder import Encoder
-from search.errors import InvalidInputError, XmodalError
-from search.media import MediaStore, decode_image
+from search.locks import collection_write_lock
+from search.media import MediaStore
+from search.preparing import ItemFailure, NewItem, PrepareContext, PreparedItem, prepare_items
 from search.space import VectorSpace
 from search.vectors import IndexManifest
 
-ImageInput = bytes | str | Path | Image.Image
-
-
-@dataclass(frozen=True)
-class NewItem:
-    """An item as a caller hands it in; `image` is bytes, a file path or a PIL image."""
-
-    external_id: str
-    text: str | None = None
-    image: ImageInput | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ItemFailure:
-    external_id: str | None
-    stage: str
-    reason: str
+__all__ = ["AddReport", "Collection", "ItemFailure", "NewItem"]
 
 
 @dataclass
@@ -51,38 +34,20 @@ class AddReport:
     def failed(self) -> int:
         return len(self.failures)
 
+    def merge(self, other: AddReport) -> None:
+        self.new += other.new
+        self.changed += other.changed
+        self.unchanged += other.unchanged
+        self.failures.extend(other.failures)
+
     def as_dict(self) -> dict[str, int]:
         return {"new": self.new, "changed": self.changed, "unchanged": self.unchanged,
                 "failed": self.failed}
 
 
-@dataclass
-class _Prepared:
-    external_id: str
-    text: str | None
-    image: Image.Image | None
-    image_ref: str | None
-    attributes: dict[str, Any]
-    content_hash: str
-
-
-def _image_bytes(image: ImageInput) -> tuple[bytes, str]:
-    if isinstance(image, Image.Image):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue(), ".png"
-    if isinstance(image, bytes):
-        return image, ""
-    path = Path(image)
-    try:
-        return path.read_bytes(), path.suffix.lower()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read image file {path}: {exc.strerror}") from None
-
-
-def _suffix_for(image: Image.Image, hint: str) -> str:
-    fmt = (image.format or "").lower()
-    return {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif"}.get(fmt, hint or ".img")
+def model_key(identity: str) -> str:
+    """Directory name of one encoder's spaces: a reindex to another model writes beside."""
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
 class Collection:
@@ -93,8 +58,9 @@ class Collection:
         self.info, self.catalog, self.encoder, self.media = info, catalog, encoder, media
         self.root = Path(root)
         self.spaces = {
-            m: VectorSpace(self.root / m.value, dim=info.dim, model=encoder.name,
-                           weights=encoder.weights.identity, spec=info.index_spec)
+            m: VectorSpace(self.root / model_key(encoder.identity) / m.value, dim=info.dim,
+                           model=encoder.name, weights=encoder.weights.identity,
+                           spec=info.index_spec)
             for m in Modality
         }
 
@@ -102,76 +68,83 @@ class Collection:
     def name(self) -> str:
         return self.info.name
 
-    # -- preparing input -----------------------------------------------------------
-    def _content_hash(self, text: str | None, image_digest: str) -> str:
-        parts = [self.encoder.identity, text or "", image_digest]
-        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    def prepare_context(self) -> PrepareContext:
+        """Everything a (possibly remote) worker needs to prepare items: picklable."""
+        return PrepareContext(self.media.root, self.encoder.preprocess, self.encoder.image_size,
+                              self.encoder.identity)
 
-    def _prepare_one(self, item: NewItem) -> _Prepared:
-        if not isinstance(item.external_id, str) or not item.external_id.strip():
-            raise InvalidInputError("missing external id")
-        text = item.text.strip() if isinstance(item.text, str) else None
-        if not text and item.image is None:
-            raise InvalidInputError("item has neither text nor image")
-        image = ref = None
-        digest = ""
-        if item.image is not None:
-            data, hint = _image_bytes(item.image)
-            image = decode_image(data, min_side=self.encoder.image_size)
-            digest = hashlib.sha256(data).hexdigest()
-            ref = self.media.put(data, suffix=_suffix_for(Image.open(io.BytesIO(data)), hint))
-        return _Prepared(item.external_id, text or None, image, ref, dict(item.attributes),
-                         self._content_hash(text, digest))
-
-    def prepare(self, items: Sequence[NewItem]) -> tuple[list[_Prepared], list[ItemFailure]]:
-        """Validate and decode; a bad item becomes a failure, the rest go on."""
-        prepared: list[_Prepared] = []
-        failures: list[ItemFailure] = []
-        seen: set[str] = set()
-        for item in items:
-            try:
-                if item.external_id in seen:
-                    raise InvalidInputError("duplicate external id in the same batch")
-                prepared.append(self._prepare_one(item))
-                seen.add(item.external_id)
-            except XmodalError as exc:
-                failures.append(ItemFailure(str(item.external_id or "") or None,
-                                            "prepare", str(exc)))
-        return prepared, failures
+    def known_hashes(self, external_ids: Sequence[str]) -> dict[str, str]:
+        return self.catalog.active_hashes(self.info.id, external_ids)
 
     # -- writing -------------------------------------------------------------------
     def add_items(self, items: Sequence[NewItem], *, job_id: int | None = None) -> AddReport:
         """Upsert items: unchanged ones are skipped, new/changed ones (re)embedded."""
-        prepared, failures = self.prepare(items)
-        report = AddReport(failures=failures)
-        changes = self.catalog.upsert_items(self.info.id, [
-            ItemInput(p.external_id, p.text, p.image_ref, p.attributes, p.content_hash)
-            for p in prepared])
-        todo = [(p, c) for p, c in zip(prepared, changes, strict=True)
-                if c.state is not ItemState.UNCHANGED]
-        for change in changes:
-            setattr(report, change.state.value, getattr(report, change.state.value) + 1)
-        if todo:
-            self._embed(todo)
-            self.catalog.mark_active([c.item_id for _, c in todo])
+        known = self.known_hashes([i.external_id for i in items
+                                   if isinstance(i.external_id, str)])
+        prepared, failures = prepare_items(items, self.prepare_context(), known)
+        report = self.write(prepared, job_id=job_id)
+        self.record_failures(failures, job_id)
+        report.failures = failures + report.failures
+        return report
+
+    def write(self, prepared: Sequence[PreparedItem], *, job_id: int | None = None
+              ) -> AddReport:
+        """Store one prepared batch; embeds what is new or changed (unless an item already
+        carries its vectors, computed elsewhere, e.g. by Ray actors)."""
+        with collection_write_lock(self.root):
+            self.sync()
+            changes = self.catalog.upsert_items(self.info.id, [
+                ItemInput(p.external_id, p.text, p.image_ref, p.attributes, p.content_hash)
+                for p in prepared])
+            report = AddReport()
+            todo = []
+            for p, change in zip(prepared, changes, strict=True):
+                if change.state is not ItemState.UNCHANGED and p.skipped_decode:
+                    # changed between our hash check and the write: redo on the next run
+                    report.failures.append(ItemFailure(p.external_id, "write",
+                                                       "item changed during the run"))
+                    continue
+                setattr(report, change.state.value, getattr(report, change.state.value) + 1)
+                if change.state is not ItemState.UNCHANGED:
+                    todo.append((p, change))
+            if todo:
+                self._embed([p for p, _ in todo], [c.item_id for _, c in todo])
+                self.catalog.mark_active([c.item_id for _, c in todo])
+        self.record_failures(report.failures, job_id)
+        return report
+
+    def record_failures(self, failures: Sequence[ItemFailure], job_id: int | None) -> None:
         if failures:
             self.catalog.record_failures(self.info.id, job_id,
                                          [(f.external_id, f.stage, f.reason) for f in failures])
-        return report
 
-    def _embed(self, todo: list[tuple[_Prepared, ItemChange]]) -> None:
-        with_text = [(p, c) for p, c in todo if p.text]
-        with_image = [(p, c) for p, c in todo if p.image is not None]
-        text_vectors = self.encoder.encode_texts([p.text for p, _ in with_text])
-        image_vectors = self.encoder.encode_images([p.image for p, _ in with_image])
-        self._replace(Modality.TEXT, [c.item_id for _, c in with_text], text_vectors)
-        self._replace(Modality.IMAGE, [c.item_id for _, c in with_image], image_vectors)
-        self._drop(Modality.TEXT, [c.item_id for p, c in todo if not p.text])
-        self._drop(Modality.IMAGE, [c.item_id for p, c in todo if p.image is None])
-        # A real image supersedes a generated one.
-        self._drop(Modality.IMAGE, [c.item_id for _, c in with_image], Source.GENERATED)
+    def _encode(self, todo: list[PreparedItem]) -> None:
+        """Fill in missing vectors, in full batches."""
+        texts = [p for p in todo if p.text and p.text_vector is None]
+        images = [p for p in todo if p.pixels is not None and p.image_vector is None]
+        for p, vector in zip(texts, self.encoder.encode_texts([p.text for p in texts]),
+                             strict=True):
+            p.text_vector = vector
+        if images:
+            pixels = torch.from_numpy(np.stack([p.pixels for p in images]))
+            for p, vector in zip(images, self.encoder.encode_images(pixels), strict=True):
+                p.image_vector = vector
 
-    def _replace(self, modality: Modality, item_ids: list[int], vectors: np.ndarray,
+    def _embed(self, todo: list[PreparedItem], item_ids: list[int]) -> None:
+        self._encode(todo)
+        pairs = list(zip(todo, item_ids, strict=True))
+        with_text = [(p, i) for p, i in pairs if p.text_vector is not None]
+        with_image = [(p, i) for p, i in pairs if p.image_vector is not None]
+        # Old vectors leave the spaces before new ones arrive: ids are never reused.
+        self._drop(Modality.TEXT, [i for p, i in pairs if p.text_vector is None])
+        self._drop(Modality.IMAGE, [i for p, i in pairs if p.image_vector is None])
+        self._drop(Modality.IMAGE, [i for _, i in with_image], Source.GENERATED)  # real wins
+        self._replace(Modality.TEXT, [i for _, i in with_text],
+                      np.stack([p.text_vector for p, _ in with_text]) if with_text else None)
+        self._replace(Modality.IMAGE, [i for _, i in with_image],
+                      np.stack([p.image_vector for p, _ in with_image]) if with_image else None)
+
+    def _replace(self, modality: Modality, item_ids: list[int], vectors: np.ndarray | None,
                  source: Source = Source.ORIGINAL) -> None:
         if not item_ids:
             return
@@ -179,7 +152,7 @@ class Collection:
         new_ids, old_ids = self.catalog.replace_vectors(self.info.id, entries)
         space = self.spaces[modality]
         space.remove(old_ids)
-        space.add(np.asarray(new_ids, dtype=np.int64), vectors)
+        space.add(np.asarray(new_ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
 
     def _drop(self, modality: Modality, item_ids: list[int],
               source: Source = Source.ORIGINAL) -> None:
@@ -189,20 +162,43 @@ class Collection:
 
     def delete_items(self, external_ids: Sequence[str]) -> int:
         """Remove items from the catalog and from search at once; returns vectors removed."""
-        removed = self.catalog.delete_items(self.info.id, external_ids)
-        for space in self.spaces.values():
-            space.remove(removed)  # ids of the other modality are simply absent
-        return len(removed)
+        with collection_write_lock(self.root):
+            self.sync()
+            removed = self.catalog.delete_items(self.info.id, external_ids)
+            for modality, ids in removed.items():
+                self.spaces[Modality(modality)].remove(ids)
+        return sum(len(ids) for ids in removed.values())
 
-    # -- index lifecycle -----------------------------------------------------------------
+    # -- consistency and index lifecycle ---------------------------------------------------
+    def sync(self) -> None:
+        """Catch up with writes another process made to this collection's spaces."""
+        for space in self.spaces.values():
+            space.sync()
+
+    def reconcile(self) -> int:
+        """Drop stored embeddings with no catalog row (left by a killed write)."""
+        dropped = 0
+        with collection_write_lock(self.root):
+            self.sync()
+            for modality, space in self.spaces.items():
+                in_sql = self.catalog.vector_ids(self.info.id, modalities=[modality.value])
+                orphans = np.setdiff1d(space.store_ids(), in_sql)
+                space.remove(orphans)
+                dropped += len(orphans)
+        return dropped
+
     def save(self, retrain: bool | None = None) -> dict[Modality, IndexManifest]:
         """Write a new index version per modality and record it in the catalog."""
-        manifests = {m: space.save(retrain) for m, space in self.spaces.items()}
+        with collection_write_lock(self.root):
+            self.sync()
+            manifests = {m: space.save(retrain) for m, space in self.spaces.items()}
         self._record(manifests)
         return manifests
 
     def rebuild(self, spec: str | None = None) -> dict[Modality, IndexManifest]:
-        manifests = {m: space.rebuild(spec) for m, space in self.spaces.items()}
+        with collection_write_lock(self.root):
+            self.sync()
+            manifests = {m: space.rebuild(spec) for m, space in self.spaces.items()}
         self._record(manifests)
         return manifests
 

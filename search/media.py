@@ -265,9 +265,14 @@ class MediaStore:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def ref_for(data: bytes, suffix: str) -> str:
+        """The reference `put` gives these bytes, without writing anything."""
+        return _content_ref(hashlib.sha256(data).hexdigest(), _extension(suffix))
+
     def put(self, data: bytes, *, suffix: str) -> str:
         """Store bytes; the same bytes always give the same reference (idempotent)."""
-        ref = _content_ref(hashlib.sha256(data).hexdigest(), _extension(suffix))
+        ref = self.ref_for(data, suffix)
         target = self.root / ref
         if not target.is_file():
             _atomic_write(target, data)

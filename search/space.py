@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from search.embeddings import EmbeddingStore
-from search.errors import NoIndexError
+from search.errors import NoIndexError, StoreHistoryCompactedError
 from search.vectors import (
     IndexManifest,
     SearchParams,
@@ -45,6 +45,7 @@ class VectorSpace:
         self.lock = threading.RLock()
         self.store = EmbeddingStore.open(self.root / "embeddings", dim)
         self.index, self.manifest = self._load_or_build()
+        self.seen_seq = self.store.latest_seq  # store operations the index reflects
 
     @property
     def index_dir(self) -> Path:
@@ -87,7 +88,7 @@ class VectorSpace:
         if len(ids) == 0:
             return
         with self.lock:  # store and index change together, so rebuild() sees both
-            self.store.append(ids, vectors)
+            self.seen_seq = self.store.append(ids, vectors)
             self.index.add(ids, vectors)
 
     def remove(self, ids: list[int] | np.ndarray) -> None:
@@ -95,8 +96,30 @@ class VectorSpace:
         if len(ids) == 0:
             return
         with self.lock:
-            self.store.delete(ids)
+            self.seen_seq = self.store.delete(ids)
             self.index.remove(ids)
+
+    def sync(self) -> None:
+        """Apply store operations written by another process since we last looked."""
+        with self.lock:
+            self.store.refresh()
+            if self.store.latest_seq == self.seen_seq:
+                return
+            try:
+                ops = list(self.store.ops_since(self.seen_seq))
+            except StoreHistoryCompactedError:
+                self.index = self._train_from_store(self.index.spec)
+            else:
+                for op in ops:
+                    if op.kind == "add":
+                        self.index.add(op.ids, op.vectors)
+                    else:
+                        self.index.remove(op.ids)
+            self.seen_seq = self.store.latest_seq
+
+    def store_ids(self) -> np.ndarray:
+        return np.concatenate([ids for ids, _ in self.store.live()] or
+                              [np.zeros(0, dtype=np.int64)])
 
     def needs_retrain(self) -> bool:
         if self.fixed_spec is not None:
@@ -131,7 +154,7 @@ class VectorSpace:
             self.manifest = write_version(self.index_dir, fresh, model=self.model,
                                           pretrained=self.weights,
                                           store_seq=self.store.latest_seq)
-            self.index = fresh
+            self.index, self.seen_seq = fresh, self.store.latest_seq
         prune_versions(self.index_dir, keep=2)
         return self.manifest
 

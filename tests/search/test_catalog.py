@@ -134,7 +134,7 @@ def test_vector_infos_join_metadata(catalog, collection):
 def test_delete_items_returns_their_vectors(catalog, collection):
     ids = _with_vectors(catalog, collection)
     removed = catalog.delete_items(collection.id, ["apple", "shoe", "never-existed"])
-    assert sorted(removed) == sorted([ids["apple"], ids["shoe"]])
+    assert removed == {"text": sorted([ids["apple"], ids["shoe"]])}
     assert sorted(catalog.external_ids(collection.id)) == ["pear", "shirt"]
     assert catalog.collection_counts(collection.id)["vectors"] == 2
 

@@ -1,0 +1,40 @@
+"""Inter-process write lock of a collection: one writer (indexer job, API process) at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# flock is per open file description; threads of one process share this re-entrant lock
+# so nested writes (save() inside a job) do not deadlock.
+_local_locks: dict[Path, threading.RLock] = {}
+_guard = threading.Lock()
+_held: dict[Path, int] = {}
+
+
+@contextmanager
+def collection_write_lock(root: Path) -> Iterator[None]:
+    path = Path(root).resolve() / ".write.lock"
+    with _guard:
+        local = _local_locks.setdefault(path, threading.RLock())
+    with local:
+        depth = _held.get(path, 0)
+        if depth:
+            _held[path] = depth + 1
+            try:
+                yield
+            finally:
+                _held[path] -= 1
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            _held[path] = 1
+            try:
+                yield
+            finally:
+                _held[path] = 0
+                fcntl.flock(handle, fcntl.LOCK_UN)
