@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	# torch/torchvision are pinned in pyproject: pip takes them from local disk here.
-	$(BIN)/python -m pip install --quiet -e '.[cpu,postgres,api]' --group dev
+	$(BIN)/python -m pip install --quiet -e '.[cpu,postgres,api,ray]' --group dev
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -282,6 +282,34 @@ class Catalog:
             return s.scalar(select(ItemRow.id).where(ItemRow.collection_id == collection_id,
                                                      ItemRow.external_id == external_id))
 
+    def iter_items(self, collection_id: int, batch: int = 1000) -> Iterator[list[dict]]:
+        """Every item with its vector ids, in id order, `batch` at a time."""
+        last = 0
+        while True:
+            with self.session() as s:
+                rows = s.scalars(select(ItemRow).where(ItemRow.collection_id == collection_id,
+                                                       ItemRow.id > last)
+                                 .order_by(ItemRow.id).limit(batch)).all()
+                if not rows:
+                    return
+                vectors = self.item_vectors([r.id for r in rows])
+                yield [{"item_id": r.id, "external_id": r.external_id, "text": r.text,
+                        "image_ref": r.image_ref, "vectors": vectors.get(r.id, [])}
+                       for r in rows]
+                last = rows[-1].id
+
+    def switch_model(self, collection_id: int, *, model: str, pretrained: str | None,
+                     weights_identity: str, dim: int, hashes: dict[int, str]) -> None:
+        """Point a collection at another encoder and its items' new content hashes, in one
+        transaction: readers see the old model or the new one, never a mix."""
+        with self.session() as s:
+            s.execute(update(CollectionRow).where(CollectionRow.id == collection_id).values(
+                model=model, pretrained=pretrained, weights_identity=weights_identity,
+                dim=dim))
+            for item_id, content_hash in hashes.items():
+                s.execute(update(ItemRow).where(ItemRow.id == item_id)
+                          .values(content_hash=content_hash))
+
     def external_ids(self, collection_id: int) -> list[str]:
         with self.session() as s:
             return list(s.scalars(select(ItemRow.external_id)

@@ -9,14 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from search.catalog import Catalog, CollectionInfo, ItemInput, ItemState
 from search.catalog_models import Modality, Source
 from search.encoder import Encoder
 from search.locks import collection_write_lock
 from search.media import MediaStore
-from search.preparing import ItemFailure, NewItem, PrepareContext, PreparedItem, prepare_items
+from search.preparing import (
+    ItemFailure,
+    NewItem,
+    PrepareContext,
+    PreparedItem,
+    embed_prepared,
+    prepare_items,
+)
 from search.space import VectorSpace
 from search.vectors import IndexManifest
 
@@ -118,20 +124,8 @@ class Collection:
             self.catalog.record_failures(self.info.id, job_id,
                                          [(f.external_id, f.stage, f.reason) for f in failures])
 
-    def _encode(self, todo: list[PreparedItem]) -> None:
-        """Fill in missing vectors, in full batches."""
-        texts = [p for p in todo if p.text and p.text_vector is None]
-        images = [p for p in todo if p.pixels is not None and p.image_vector is None]
-        for p, vector in zip(texts, self.encoder.encode_texts([p.text for p in texts]),
-                             strict=True):
-            p.text_vector = vector
-        if images:
-            pixels = torch.from_numpy(np.stack([p.pixels for p in images]))
-            for p, vector in zip(images, self.encoder.encode_images(pixels), strict=True):
-                p.image_vector = vector
-
     def _embed(self, todo: list[PreparedItem], item_ids: list[int]) -> None:
-        self._encode(todo)
+        embed_prepared(self.encoder, todo)
         pairs = list(zip(todo, item_ids, strict=True))
         with_text = [(p, i) for p, i in pairs if p.text_vector is not None]
         with_image = [(p, i) for p, i in pairs if p.image_vector is not None]

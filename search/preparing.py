@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
+from search.encoder import Encoder
 from search.errors import InvalidInputError, XmodalError
 from search.media import MediaStore, decode_image
 
@@ -141,3 +143,17 @@ def prepare_items(items: Sequence[NewItem], ctx: PrepareContext, known: dict[str
             prepared.append(result)
             seen.add(item.external_id)
     return prepared, failures
+
+
+def embed_prepared(encoder: Encoder, items: Sequence[PreparedItem]) -> None:
+    """Fill in each item's missing vectors, in full batches, and drop the pixels."""
+    texts = [p for p in items if p.text and p.text_vector is None]
+    images = [p for p in items if p.pixels is not None and p.image_vector is None]
+    for p, vector in zip(texts, encoder.encode_texts([p.text for p in texts]), strict=True):
+        p.text_vector = vector
+    if images:
+        pixels = torch.from_numpy(np.stack([p.pixels for p in images]))  # [n, 3, H, W]
+        for p, vector in zip(images, encoder.encode_images(pixels), strict=True):
+            p.image_vector = vector
+    for p in items:
+        p.pixels = None

@@ -69,6 +69,26 @@ class Workspace:
         return Collection(info, self.catalog, encoder, self.settings.collection_dir(info.name),
                           self.media)
 
+    def cached_collections(self) -> dict[str, Collection]:
+        """The collections this process has open (a snapshot; see search/live.py)."""
+        with self._lock:
+            return dict(self._collections)
+
+    def reopen_collection(self, name: str) -> Collection:
+        """Open `name` afresh from the catalog and disk, then swap it into the cache.
+
+        Opening happens outside the lock, so other collections stay available; callers
+        still holding the old object (queries in flight) keep using it safely."""
+        fresh = self._open_collection(self.catalog.get_collection(name))
+        with self._lock:
+            self._collections[name] = fresh
+        return fresh
+
+    def forget_collection(self, name: str) -> None:
+        """Drop `name` from the cache (e.g. dropped by another process)."""
+        with self._lock:
+            self._collections.pop(name, None)
+
     def list_collections(self) -> list[CollectionInfo]:
         return self.catalog.list_collections()
 

@@ -1,0 +1,138 @@
+"""Index jobs: write prepared batches, record failures, prune, save, summarise.
+
+A job is idempotent: items are upserted by (collection, external_id) and content hash, so
+a killed job re-run resumes with nothing lost and nothing doubled."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from indexer.pipeline import IndexOptions, Prepared
+from indexer.readers import RowError
+from search.collection import AddReport, Collection
+from search.preparing import ItemFailure, PreparedItem
+
+
+@dataclass
+class JobSummary:
+    job_id: int
+    collection: str
+    indexed: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    generated: int = 0
+    seconds: float = 0.0
+    items_per_s: float = 0.0
+    index: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def exit_code(self, strict: bool) -> int:
+        """Non-zero only when nothing could be indexed, or on any failure with --strict."""
+        stored = self.indexed + self.updated + self.unchanged
+        if self.failed and (strict or stored == 0):
+            return 1
+        return 0
+
+
+class JobRunner:
+    """Consumes prepared items in full batches and keeps the job's books."""
+
+    def __init__(self, collection: Collection, kind: str, params: dict[str, Any],
+                 options: IndexOptions, report_dir: Path) -> None:
+        self.collection, self.options = collection, options
+        self.job_id = collection.catalog.start_job(collection.info.id, kind, params)
+        self.summary = JobSummary(self.job_id, collection.name)
+        self.report_path = options.report_path or report_dir / f"job-{self.job_id}.jsonl"
+        self.seen: set[str] = set()
+        self.started = time.perf_counter()
+
+    def consume(self, stream: Iterable[Prepared], total: int | None = None) -> None:
+        batch: list[PreparedItem] = []
+        with tqdm(total=total, unit="item", disable=not self.options.progress,
+                  desc=f"indexing {self.collection.name}") as bar:
+            for entry in stream:
+                self._note_id(entry)
+                if isinstance(entry, PreparedItem):
+                    batch.append(entry)
+                else:
+                    self._fail([self._as_failure(entry)])
+                    bar.update(1)
+                if len(batch) >= self.options.batch_size:
+                    self._write(batch)
+                    bar.update(len(batch))
+                    batch = []
+            self._write(batch)
+            bar.update(len(batch))
+
+    def _note_id(self, entry: Prepared) -> None:
+        external_id = entry.external_id
+        if external_id:
+            self.seen.add(external_id)
+
+    @staticmethod
+    def _as_failure(entry: ItemFailure | RowError) -> ItemFailure:
+        if isinstance(entry, RowError):
+            return ItemFailure(entry.external_id, "read", f"{entry.location}: {entry.reason}")
+        return entry
+
+    def _write(self, batch: list[PreparedItem]) -> None:
+        if not batch:
+            return
+        report = self.collection.write(batch, job_id=self.job_id)
+        self._count(report)
+        self._log(report.failures)
+
+    def _fail(self, failures: list[ItemFailure]) -> None:
+        self.collection.record_failures(failures, self.job_id)
+        self._log(failures)
+
+    def _count(self, report: AddReport) -> None:
+        self.summary.indexed += report.new
+        self.summary.updated += report.changed
+        self.summary.unchanged += report.unchanged
+
+    def _log(self, failures: list[ItemFailure]) -> None:
+        if not failures:
+            return
+        self.summary.failed += len(failures)
+        self.report_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.report_path.open("a", encoding="utf-8") as handle:
+            for f in failures:
+                handle.write(json.dumps(asdict(f)) + "\n")
+
+    def prune(self) -> None:
+        """Delete items that are no longer in the (completely read) source."""
+        catalog, cid = self.collection.catalog, self.collection.info.id
+        gone = [e for e in catalog.external_ids(cid) if e not in self.seen]
+        if gone:
+            self.collection.delete_items(gone)
+        self.summary.deleted = len(gone)
+
+    def finish(self, status: str = "done", error: str | None = None) -> JobSummary:
+        if status == "done":
+            manifests = self.collection.save()
+            self.summary.index = {m.value: {"spec": man.spec, "version": man.version,
+                                            "vectors": man.count}
+                                  for m, man in manifests.items()}
+        elapsed = time.perf_counter() - self.started
+        done = self.summary.indexed + self.summary.updated + self.summary.unchanged
+        self.summary.seconds = round(elapsed, 3)
+        self.summary.items_per_s = round(done / elapsed, 2) if elapsed else 0.0
+        self.summary.report = str(self.report_path) if self.summary.failed else None
+        counts = {k: v for k, v in self.summary.as_dict().items()
+                  if isinstance(v, int | float) and k != "job_id"}
+        self.collection.catalog.finish_job(self.job_id, status=status, counts=counts,
+                                           error=error)
+        return self.summary

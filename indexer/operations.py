@@ -1,0 +1,86 @@
+"""The indexer's library calls; `indexer/cli.py` is a thin wrapper over each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from indexer.jobs import JobRunner, JobSummary
+from indexer.pipeline import IndexOptions, local_preparer
+from indexer.readers import IMAGE_SUFFIXES, ColumnMap, open_source
+from search.collection import Collection
+from search.errors import UnknownCollectionError
+from search.workspace import Workspace
+
+
+def count_rows(source: Path) -> int | None:
+    """A cheap total for the progress bar's ETA (None when unknown)."""
+    source = Path(source)
+    if source.is_dir():
+        return sum(1 for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if source.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(source).metadata.num_rows
+    with source.open("rb") as handle:
+        lines = sum(1 for _ in handle)
+    return lines - 1 if source.suffix.lower() == ".csv" else lines
+
+
+def get_or_create(workspace: Workspace, name: str, model: str | None,
+                  pretrained: str | None) -> Collection:
+    try:
+        return workspace.collection(name)
+    except UnknownCollectionError:
+        return workspace.create_collection(name, model=model, pretrained=pretrained)
+
+
+def report_dir(workspace: Workspace, collection: str) -> Path:
+    return workspace.settings.home / "reports" / collection
+
+
+def index_source(workspace: Workspace, collection_name: str, source: Path, *,
+                 columns: ColumnMap | None = None, options: IndexOptions | None = None,
+                 model: str | None = None, pretrained: str | None = None,
+                 engine: str = "local", ray_address: str | None = None) -> JobSummary:
+    """Add or update every item of `source`; resumable and idempotent."""
+    columns, options = columns or ColumnMap(), options or IndexOptions()
+    collection = get_or_create(workspace, collection_name, model, pretrained)
+    collection.reconcile()  # drop what a killed earlier run left half-written
+    params = {"source": str(source), "engine": engine, "prune": options.prune}
+    runner = JobRunner(collection, "add", params, options, report_dir(workspace,
+                                                                      collection_name))
+    try:
+        rows = open_source(Path(source), columns)
+        if engine == "ray":
+            from indexer.distributed import RayPreparer
+
+            stream = RayPreparer(collection, options, ray_address).stream(
+                rows, collection.known_hashes)
+        else:
+            stream = local_preparer(collection, options).stream(rows, collection.known_hashes)
+        runner.consume(stream, total=count_rows(Path(source)) if options.progress else None)
+        if options.prune:
+            runner.prune()
+    except BaseException as exc:
+        runner.finish(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return runner.finish()
+
+
+def delete_items(workspace: Workspace, collection_name: str, external_ids: list[str]
+                 ) -> dict[str, Any]:
+    collection = workspace.collection(collection_name)
+    removed = collection.delete_items(external_ids)
+    collection.save()
+    return {"collection": collection_name, "requested": len(external_ids),
+            "vectors_removed": removed}
+
+
+def collection_status(workspace: Workspace, collection_name: str) -> dict[str, Any]:
+    collection = workspace.collection(collection_name)
+    catalog, cid = workspace.catalog, collection.info.id
+    return {"collection": collection_name, "model": collection.encoder.name,
+            "weights": collection.encoder.weights.identity, "dim": collection.info.dim,
+            "counts": collection.stats(), "recent_jobs": catalog.recent_jobs(cid, 5),
+            "recent_failures": catalog.recent_failures(cid, 10)}

@@ -1,0 +1,100 @@
+"""The local indexing pipeline: read -> prepare (worker processes) -> encode -> write.
+
+Stages are swappable: `LocalPreparer` here and `RayPreparer` (indexer/distributed.py)
+both turn source rows into prepared items; `JobRunner` writes them and closes the job."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from indexer.readers import RowError, SourceRecord
+from search.collection import Collection
+from search.preparing import ItemFailure, PrepareContext, PreparedItem, prepare_or_fail
+
+Prepared = PreparedItem | ItemFailure | RowError
+KnownHashes = Callable[[list[str]], dict[str, str]]
+
+_worker_ctx: PrepareContext | None = None
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    batch_size: int = 64
+    workers: int = 2  # decode/preprocess processes; 0 runs inline
+    prune: bool = False
+    strict: bool = False
+    progress: bool = True
+    report_path: Path | None = None
+    chunk_size: int = 256  # records handed to the workers at a time
+
+
+def _init_worker(ctx: PrepareContext) -> None:
+    global _worker_ctx
+    torch.set_num_threads(1)  # the parent's encoder owns the cores' BLAS threads
+    _worker_ctx = ctx
+
+
+def _prepare_in_worker(task: tuple[SourceRecord, str | None]) -> PreparedItem | ItemFailure:
+    record, known = task
+    assert _worker_ctx is not None
+    return prepare_or_fail(record.item, _worker_ctx, known)
+
+
+def chunked(rows: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class LocalPreparer:
+    """Decode and preprocess in worker processes, a few chunks ahead of the writer."""
+
+    def __init__(self, ctx: PrepareContext, workers: int, chunk_size: int) -> None:
+        self.ctx, self.workers, self.chunk_size = ctx, workers, chunk_size
+
+    def stream(self, rows: Iterable[SourceRecord | RowError], known: KnownHashes
+               ) -> Iterator[Prepared]:
+        if self.workers <= 0:
+            for chunk in chunked(rows, self.chunk_size):
+                yield from self._inline(chunk, known)
+            return
+        spawn = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+        with ProcessPoolExecutor(self.workers, mp_context=spawn, initializer=_init_worker,
+                                 initargs=(self.ctx,)) as pool:
+            window: deque = deque()
+            for chunk in chunked(rows, self.chunk_size):
+                window.append(self._submit(pool, chunk, known))
+                if len(window) > 2:  # keep workers busy while the parent encodes
+                    yield from window.popleft()
+            while window:
+                yield from window.popleft()
+
+    def _inline(self, chunk: list, known: KnownHashes) -> Iterator[Prepared]:
+        hashes = known([r.item.external_id for r in chunk if isinstance(r, SourceRecord)])
+        for row in chunk:
+            if isinstance(row, RowError):
+                yield row
+            else:
+                yield prepare_or_fail(row.item, self.ctx, hashes.get(row.item.external_id))
+
+    def _submit(self, pool: ProcessPoolExecutor, chunk: list, known: KnownHashes
+                ) -> Iterator[Prepared]:
+        """Submits the chunk now (Executor.map is eager); results are read when iterated."""
+        records = [r for r in chunk if isinstance(r, SourceRecord)]
+        hashes = known([r.item.external_id for r in records])
+        tasks = [(r, hashes.get(r.item.external_id)) for r in records]
+        results = pool.map(_prepare_in_worker, tasks, chunksize=max(1, len(tasks) // 16))
+        errors = [r for r in chunk if isinstance(r, RowError)]
+        return itertools.chain(errors, results)
+
+
+def local_preparer(collection: Collection, options: IndexOptions) -> LocalPreparer:
+    return LocalPreparer(collection.prepare_context(), options.workers, options.chunk_size)
