@@ -41,6 +41,11 @@ def _add_parser(sub) -> None:
                                          "text/title/caption/description/name)")
     p.add_argument("--image-column", help="image path column (default: image/image_path/…)")
     p.add_argument("--report", type=Path, help="failure report file (JSONL)")
+    p.add_argument("--generate-missing", action="store_true",
+                   help="generate an image for items that have text but no image")
+    p.add_argument("--generator", default="house", help="image generator backend "
+                                                        "(house or diffusers)")
+    p.add_argument("--generator-model", help="diffusers hub id or local path")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -69,7 +74,10 @@ def _options(args: argparse.Namespace) -> IndexOptions:
     return IndexOptions(batch_size=args.batch_size, workers=getattr(args, "workers", 0),
                         prune=getattr(args, "prune", False),
                         strict=getattr(args, "strict", False),
-                        progress=not args.no_progress, report_path=getattr(args, "report", None))
+                        progress=not args.no_progress, report_path=getattr(args, "report", None),
+                        generate_missing=getattr(args, "generate_missing", False),
+                        generator=getattr(args, "generator", "house"),
+                        generator_model=getattr(args, "generator_model", None))
 
 
 def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:

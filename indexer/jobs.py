@@ -103,6 +103,10 @@ class JobRunner:
         self.summary.updated += report.changed
         self.summary.unchanged += report.unchanged
 
+    def note_failures(self, failures: list[ItemFailure]) -> None:
+        """Failures already recorded in the catalog: count them and add them to the report."""
+        self._log(failures)
+
     def _log(self, failures: list[ItemFailure]) -> None:
         if not failures:
             return

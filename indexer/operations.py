@@ -62,10 +62,25 @@ def index_source(workspace: Workspace, collection_name: str, source: Path, *,
         runner.consume(stream, total=count_rows(Path(source)) if options.progress else None)
         if options.prune:
             runner.prune()
+        if options.generate_missing:
+            _generate(workspace, collection, runner, options)
     except BaseException as exc:
         runner.finish(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     return runner.finish()
+
+
+def _generate(workspace: Workspace, collection: Collection, runner: JobRunner,
+              options: IndexOptions) -> None:
+    from search.backfill import generate_missing
+    from search.generate import load_generator
+
+    generator = load_generator(options.generator, options.generator_model,
+                               device=workspace.settings.device)
+    report = generate_missing(collection, generator, batch_size=options.batch_size,
+                              job_id=runner.job_id)
+    runner.summary.generated = report.generated
+    runner.note_failures(report.failures)
 
 
 def delete_items(workspace: Workspace, collection_name: str, external_ids: list[str]

@@ -34,6 +34,9 @@ class IndexOptions:
     progress: bool = True
     report_path: Path | None = None
     chunk_size: int = 256  # records handed to the workers at a time
+    generate_missing: bool = False  # give text-only items a generated image
+    generator: str = "house"
+    generator_model: str | None = None
 
 
 def _init_worker(ctx: PrepareContext) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from search.catalog_models import (
     CollectionRow,
     FailureRow,
+    GenerationRow,
     IndexVersionRow,
     ItemRow,
     JobRow,
@@ -170,7 +171,8 @@ class Catalog:
 
     def drop_collection(self, collection_id: int) -> None:
         with self.session() as s:
-            for table in (FailureRow, JobRow, IndexVersionRow, VectorRow, ItemRow):
+            for table in (FailureRow, JobRow, IndexVersionRow, GenerationRow, VectorRow,
+                          ItemRow):
                 s.execute(delete(table).where(table.collection_id == collection_id))
             s.execute(delete(CollectionRow).where(CollectionRow.id == collection_id))
 
@@ -232,12 +234,14 @@ class Catalog:
                 raise UnknownItemError(collection_name or str(collection_id), external_id)
             vectors = s.execute(select(VectorRow.id, VectorRow.modality, VectorRow.source)
                                 .where(VectorRow.item_id == row.id)).all()
+            generation = s.scalar(select(GenerationRow).where(GenerationRow.item_id == row.id))
             return {"item_id": row.id, "external_id": row.external_id, "text": row.text,
                     "image_ref": row.image_ref, "attributes": row.attributes,
                     "status": row.status, "content_hash": row.content_hash,
                     "created_at": row.created_at, "updated_at": row.updated_at,
                     "vectors": [{"id": v, "modality": m, "source": src}
-                                for v, m, src in vectors]}
+                                for v, m, src in vectors],
+                    "generation": _generation_info(generation)}
 
     def active_hashes(self, collection_id: int, external_ids: Sequence[str]) -> dict[str, str]:
         """Content hashes of items whose vectors are fully stored (status active)."""
@@ -261,6 +265,7 @@ class Catalog:
                 for vid, modality in s.execute(select(VectorRow.id, VectorRow.modality)
                                                .where(VectorRow.item_id.in_(item_ids))):
                     removed.setdefault(modality, []).append(vid)
+                s.execute(delete(GenerationRow).where(GenerationRow.item_id.in_(item_ids)))
                 s.execute(delete(VectorRow).where(VectorRow.item_id.in_(item_ids)))
                 s.execute(delete(ItemRow).where(ItemRow.collection_id == collection_id,
                                                 ItemRow.external_id.in_(chunk)))
@@ -276,6 +281,35 @@ class Catalog:
                 for item_id, vid, modality, source in rows:
                     out.setdefault(item_id, []).append((vid, modality, source))
         return out
+
+    # -- generated images ------------------------------------------------------------
+    def items_needing_generation(self, collection_id: int, *, generator: str, model: str,
+                                 limit: int = 1000, after: int = 0) -> list[tuple[int, str, str]]:
+        """(item_id, external_id, text) of active items with text, no real image, and no
+        generated image for their current text from this generator."""
+        current = select(GenerationRow.id).where(
+            GenerationRow.item_id == ItemRow.id, GenerationRow.prompt == ItemRow.text,
+            GenerationRow.generator == generator, GenerationRow.model == model)
+        query = (select(ItemRow.id, ItemRow.external_id, ItemRow.text)
+                 .where(ItemRow.collection_id == collection_id, ItemRow.status == "active",
+                        ItemRow.text.is_not(None), ItemRow.image_ref.is_(None),
+                        ItemRow.id > after, ~current.exists())
+                 .order_by(ItemRow.id).limit(limit))
+        with self.session() as s:
+            return [(i, e, t) for i, e, t in s.execute(query)]
+
+    def record_generation(self, collection_id: int, item_id: int, *, generator: str,
+                          model: str, prompt: str, seed: int, image_ref: str) -> None:
+        with self.session() as s:
+            s.execute(delete(GenerationRow).where(GenerationRow.item_id == item_id))
+            s.add(GenerationRow(collection_id=collection_id, item_id=item_id,
+                                generator=generator, model=model, prompt=prompt, seed=seed,
+                                image_ref=image_ref))
+
+    def delete_generations(self, item_ids: Sequence[int]) -> None:
+        with self.session() as s:
+            for chunk in _chunks(list(item_ids)):
+                s.execute(delete(GenerationRow).where(GenerationRow.item_id.in_(chunk)))
 
     def item_id(self, collection_id: int, external_id: str) -> int | None:
         with self.session() as s:
@@ -382,13 +416,16 @@ class Catalog:
         with self.session() as s:
             for chunk in _chunks([int(i) for i in vector_ids]):
                 rows = s.execute(
-                    select(VectorRow.id, VectorRow.modality, VectorRow.source, ItemRow)
+                    select(VectorRow.id, VectorRow.modality, VectorRow.source, ItemRow,
+                           GenerationRow.image_ref)
                     .join(ItemRow, ItemRow.id == VectorRow.item_id)
+                    .outerjoin(GenerationRow, GenerationRow.item_id == ItemRow.id)
                     .where(VectorRow.id.in_(chunk))
                 ).all()
-                for vid, modality, source, item in rows:
+                for vid, modality, source, item, generated_ref in rows:
+                    image_ref = item.image_ref or generated_ref  # a real image always wins
                     infos[vid] = VectorInfo(vid, item.id, item.external_id, modality, source,
-                                            item.text, item.image_ref, item.attributes or {})
+                                            item.text, image_ref, item.attributes or {})
         return infos
 
     # -- index versions, jobs, failures ---------------------------------------------
@@ -444,6 +481,13 @@ class Catalog:
                              .order_by(FailureRow.id.desc()).limit(limit))
             return [{"external_id": r.external_id, "stage": r.stage, "reason": r.reason,
                      "job_id": r.job_id, "created_at": r.created_at} for r in rows]
+
+
+def _generation_info(row: GenerationRow | None) -> dict | None:
+    if row is None:
+        return None
+    return {"generator": row.generator, "model": row.model, "prompt": row.prompt,
+            "seed": row.seed, "image_ref": row.image_ref, "created_at": row.created_at}
 
 
 def _collection_info(row: CollectionRow) -> CollectionInfo:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from search.catalog import Catalog, CollectionInfo, ItemInput, ItemState
 from search.catalog_models import Modality, Source
@@ -49,6 +50,17 @@ class AddReport:
     def as_dict(self) -> dict[str, int]:
         return {"new": self.new, "changed": self.changed, "unchanged": self.unchanged,
                 "failed": self.failed}
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    item_id: int
+    image: Image.Image
+    png: bytes
+    generator: str
+    model: str
+    prompt: str
+    seed: int
 
 
 def model_key(identity: str) -> str:
@@ -133,6 +145,8 @@ class Collection:
         self._drop(Modality.TEXT, [i for p, i in pairs if p.text_vector is None])
         self._drop(Modality.IMAGE, [i for p, i in pairs if p.image_vector is None])
         self._drop(Modality.IMAGE, [i for _, i in with_image], Source.GENERATED)  # real wins
+        if with_image:
+            self.catalog.delete_generations([i for _, i in with_image])
         self._replace(Modality.TEXT, [i for _, i in with_text],
                       np.stack([p.text_vector for p, _ in with_text]) if with_text else None)
         self._replace(Modality.IMAGE, [i for _, i in with_image],
@@ -153,6 +167,21 @@ class Collection:
         if item_ids:
             self.spaces[modality].remove(
                 self.catalog.remove_vectors(item_ids, modality.value, source.value))
+
+    def add_generated(self, generated: Sequence[GeneratedImage]) -> None:
+        """Store generated images as `source=generated` image vectors, with provenance."""
+        if not generated:
+            return
+        vectors = self.encoder.encode_images([g.image for g in generated])
+        with collection_write_lock(self.root):
+            self.sync()
+            self._replace(Modality.IMAGE, [g.item_id for g in generated], vectors,
+                          Source.GENERATED)
+            for g in generated:
+                ref = self.media.put(g.png, suffix=".png")
+                self.catalog.record_generation(self.info.id, g.item_id, generator=g.generator,
+                                               model=g.model, prompt=g.prompt, seed=g.seed,
+                                               image_ref=ref)
 
     def delete_items(self, external_ids: Sequence[str]) -> int:
         """Remove items from the catalog and from search at once; returns vectors removed."""
