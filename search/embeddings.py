@@ -234,10 +234,14 @@ class EmbeddingStore:
             raise InvalidInputError("ids of one append must be unique")
         if len(ids_arr) == 0:
             return self.latest_seq
+        with np.errstate(over="ignore"):  # overflow is checked (and refused) right below
+            half = vec.astype(np.float16)
+        if not np.isfinite(half).all():  # |x| > 65504: not an embedding (they are unit norm)
+            raise InvalidInputError("vectors overflow float16")
         with self._write_lock:
             seq = self.latest_seq + 1
             vec_path = self.path / f"{seq:08d}.add.vec.npy"
-            _atomic_save_npy(vec_path, vec.astype(np.float16))
+            _atomic_save_npy(vec_path, half)
             _atomic_save_npy(self.path / f"{seq:08d}.add.ids.npy", ids_arr)  # the commit
             fsync_dir(self.path)
             self._publish(self._shards + (_Shard(seq, "add", ids_arr, _map(vec_path)),))

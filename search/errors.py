@@ -89,3 +89,20 @@ class IndexNotTrainedError(IndexError_):
 
 class StoreHistoryCompactedError(IndexError_):
     """Operations asked for were folded into a compacted shard; rebuild from live()."""
+
+
+class GeneratorError(XmodalError):
+    """An image generator could not be built or run."""
+
+
+class UnknownGeneratorError(GeneratorError, InvalidInputError):
+    """No generator backend is registered under the name asked for."""
+
+
+class GeneratorUnavailableError(GeneratorError):
+    """A generator's weights or optional dependency (the `[generate]` extra) are missing,
+    or its weights do not belong to the encoder it needs."""
+
+
+class InvalidPromptError(InvalidInputError):
+    """A generation prompt is empty, not a string, or longer than the limit."""

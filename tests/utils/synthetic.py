@@ -20,9 +20,9 @@ class ClusterShape:
     """How the points of one cluster scatter around its centre (per-dimension units)."""
 
     n_centres: int = 200
-    latent_dim: int = 24  # intrinsic dimension of the within-cluster manifold
-    spread: float = 0.9  # latent displacement, relative to the centre's norm
-    noise: float = 0.15  # isotropic noise, relative to the centre's norm
+    latent_dim: int = 32  # intrinsic dimension of the within-cluster manifold
+    spread: float = 0.6  # latent displacement, relative to the centre's norm
+    noise: float = 0.3  # isotropic noise, relative to the centre's norm
 
 
 def clustered_unit_vectors(
