@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench-vectors clean
+.PHONY: install test lint bench-vectors bench-ingest bench-api demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ lint: $(STAMP)
 
 bench-vectors: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench_vectors
+
+bench-ingest: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench_ingest
+
+bench-api: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench_api
 
 clean:
 	rm -rf $(VENV) .pytest_cache

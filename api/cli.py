@@ -1,18 +1,75 @@
-"""`xmodal-serve`: the HTTP service. The routes arrive with the API issue."""
+"""`xmodal-serve`: run the HTTP API and search page with uvicorn."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 import sys
+from pathlib import Path
+
+from api.config import ApiConfig
+from search.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xmodal-serve",
+        description="Serve the search API (/v1, OpenAPI at /docs) and the search page (/).")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (default 1); each loads the indexes")
+    parser.add_argument("--home", type=Path, help="XMODAL_HOME (default from settings)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="refuse every write endpoint (items, collections)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow writes without XMODAL_API_KEY on a non-loopback address")
+    parser.add_argument("--log-level", default="info",
+                        choices=["critical", "error", "warning", "info", "debug"])
+    return parser
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname: we cannot know what it binds to
+
+
+def refusal(host: str, read_only: bool, has_key: bool, insecure: bool) -> str | None:
+    """Why the server must not start with these options, or None."""
+    if is_loopback(host) or read_only or has_key or insecure:
+        return None
+    return (f"refusing to serve writes on {host} without an API key: set XMODAL_API_KEY, "
+            "or pass --read-only, or --insecure if the network is trusted")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="xmodal-serve",
-        description="Serve the search API and web page. Not implemented yet.")
-    parser.parse_args(argv)
-    print("xmodal-serve: not implemented yet; see README.", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        print("xmodal-serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    # Worker processes build their own settings from the environment: pass flags there.
+    if args.home:
+        os.environ["XMODAL_HOME"] = str(args.home)
+    if args.read_only:
+        os.environ["XMODAL_API_READ_ONLY"] = "true"
+    # one thread per query: concurrency comes from requests (see ApiConfig)
+    os.environ.setdefault("XMODAL_API_COMPUTE_THREADS", "1")
+    settings, config = Settings(), ApiConfig()
+    reason = refusal(args.host, config.read_only, settings.api_key is not None, args.insecure)
+    if reason:
+        print(f"xmodal-serve: {reason}", file=sys.stderr)
+        return 2
+    import uvicorn  # only when serving: `--help` stays fast
+
+    uvicorn.run("api.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=args.log_level, proxy_headers=False,
+                timeout_graceful_shutdown=10)
+    return 0
 
 
 if __name__ == "__main__":

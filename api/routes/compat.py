@@ -1,0 +1,141 @@
+"""clip-retrieval compatible endpoints, so `ClipClient` and clip-retrieval's front end can
+point at xmodal: `POST /knn-service`, `POST /metadata`, `GET /indices-list`.
+
+clip-retrieval parses bodies as JSON whatever the Content-Type (`ClipClient` sends
+none, its front end sends text/plain), so these routes read the raw body. `indice_name`
+is a collection name; `id` is our internal item id. Options we do not implement
+(mclip, safety and violence models, aesthetic scoring) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api import queries
+from api.deps import ServicesDep
+from api.problems import ApiError, problem_responses
+from api.schemas import CollectionName, Finite, Int64, SafeStr
+from api.services import Services
+from search.collection import Collection
+from search.lookup import items_by_id
+from search.query import MAX_K, QueryPart, SearchQuery, Target
+
+router = APIRouter(tags=["clip-retrieval compatibility"])
+DEDUPE_COSINE = 0.94  # clip-retrieval's own near-duplicate threshold
+MAX_METADATA_IDS = 10_000
+
+
+class KnnRequest(BaseModel):
+    """clip-retrieval's /knn-service body; precedence text > image > image_url >
+    embedding_input. `num_images` above 1000 is capped at 1000."""
+
+    model_config = ConfigDict(extra="allow")
+    text: SafeStr | None = Field(default=None, max_length=100_000)
+    image: str | None = Field(default=None, description="base64 image bytes")
+    image_url: SafeStr | None = Field(default=None, max_length=4096)
+    embedding_input: list[Finite] | None = Field(default=None, min_length=1, max_length=4096)
+    modality: Literal["image", "text"] = Field(description="Which index to search")
+    num_images: int = Field(ge=1, le=1_000_000)
+    num_result_ids: int | None = Field(default=None, ge=1, le=1_000_000)
+    indice_name: CollectionName
+    deduplicate: bool = False
+
+
+class MetadataRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    ids: list[Int64] = Field(max_length=MAX_METADATA_IDS)
+    indice_name: CollectionName
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+async def _parse(request: Request, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors()
+        if errors and errors[0]["type"] == "json_invalid":
+            raise ApiError(400, "invalid-json", "the body is not valid JSON") from None
+        raise RequestValidationError(errors) from None
+
+
+def _query_part(body: KnnRequest, services: Services, collection: Collection) -> QueryPart:
+    config = services.config
+    if body.text:
+        queries.check_text(body.text, config)
+        return QueryPart(text=body.text)
+    if body.image:
+        data = queries.decode_base64(body.image, config)
+        return QueryPart(image=queries.query_image(data, config, collection))
+    if body.image_url:
+        data = services.fetcher.fetch(body.image_url)
+        return QueryPart(image=queries.query_image(data, config, collection))
+    if body.embedding_input:
+        return QueryPart(vector=tuple(body.embedding_input))  # normalised by the engine
+    raise ApiError(422, "invalid-query", "give one of text, image, image_url, embedding_input")
+
+
+def compat_metadata(text: str | None, image_ref: str | None, attributes: dict[str, Any],
+                    base_url: str) -> dict[str, Any]:
+    """clip-retrieval's columns (caption, url, image_path) over the item's own attributes;
+    an attribute named url (e.g. from a LAION parquet) wins over our media URL."""
+    image_url, _ = queries.media_urls(image_ref)
+    if image_url and image_url.startswith("/"):
+        image_url = base_url + image_url
+    meta = dict(attributes)
+    meta["caption"] = text if text is not None else attributes.get("caption")
+    meta["image_path"] = image_ref
+    meta["url"] = attributes.get("url") or image_url
+    return meta
+
+
+def _knn(services: Services, body: KnnRequest, base_url: str) -> list[dict[str, Any]]:
+    collection = services.workspace.collection(body.indice_name)
+    query = SearchQuery(collection.name, (_query_part(body, services, collection),),
+                        target=Target(body.modality), k=min(body.num_images, MAX_K),
+                        dedupe=DEDUPE_COSINE if body.deduplicate else None)
+    result = services.searcher.search(query)
+    services.metrics.observe_search(result.timings_ms)
+    return [{**compat_metadata(h.text, h.image_ref, h.attributes, base_url),
+             "id": h.item_id, "similarity": h.score} for h in result.hits]
+
+
+@router.post("/knn-service", response_model=list[dict[str, Any]],
+             openapi_extra=_body_doc(KnnRequest), responses=problem_responses(400, 404, 413,
+                                                                              422, 503),
+             summary="clip-retrieval: nearest neighbours of a text, image or embedding")
+async def knn_service(request: Request, services: ServicesDep) -> list[dict[str, Any]]:
+    body = await _parse(request, KnnRequest)
+    base_url = str(request.base_url).rstrip("/")
+    return await services.run(lambda: _knn(services, body, base_url))
+
+
+def _metadata(services: Services, body: MetadataRequest, base_url: str) -> list[dict[str, Any]]:
+    collection = services.workspace.collection(body.indice_name)
+    found = items_by_id(collection.catalog, collection.info.id, body.ids)
+    return [{"id": i, "metadata": compat_metadata(r.text, r.image_ref, r.attributes, base_url)
+             if (r := found.get(i)) else {}} for i in body.ids]
+
+
+@router.post("/metadata", response_model=list[dict[str, Any]],
+             openapi_extra=_body_doc(MetadataRequest),
+             responses=problem_responses(400, 404, 413, 422, 503),
+             summary="clip-retrieval: metadata of result ids")
+async def metadata(request: Request, services: ServicesDep) -> list[dict[str, Any]]:
+    body = await _parse(request, MetadataRequest)
+    base_url = str(request.base_url).rstrip("/")
+    return await services.run(lambda: _metadata(services, body, base_url))
+
+
+@router.get("/indices-list", response_model=list[str],
+            summary="clip-retrieval: the index (collection) names")
+async def indices_list(services: ServicesDep) -> list[str]:
+    return await services.run(
+        lambda: [c.name for c in services.workspace.list_collections()])

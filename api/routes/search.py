@@ -1,0 +1,104 @@
+"""`POST /v1/search` (JSON) and `POST /v1/search/image` (multipart upload)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from pydantic import BaseModel, Field, ValidationError
+
+from api import queries
+from api.deps import ServicesDep
+from api.problems import problem_responses
+from api.schemas import (
+    MAX_TEXT,
+    CollectionName,
+    SafeStr,
+    SearchOptions,
+    SearchRequest,
+    SearchResponse,
+)
+from api.services import Services
+from search.collection import Collection
+from search.errors import ImageTooLargeError, InvalidQueryError
+from search.query import MAX_K, QueryPart, SearchQuery, Target
+
+router = APIRouter(prefix="/v1", tags=["search"])
+ERRORS = problem_responses(400, 403, 404, 413, 422, 503)
+
+
+QueryBuilder = Callable[[Collection], SearchQuery]
+
+
+def _execute(services: Services, request: Request, name: str,
+             build: QueryBuilder) -> SearchResponse:
+    """Build the query (it needs the collection) and run it; runs on a worker thread."""
+    started = time.perf_counter()
+    collection = services.workspace.collection(name)
+    result = services.searcher.search(build(collection))
+    services.metrics.observe_search(result.timings_ms)
+    total_ms = (time.perf_counter() - started) * 1000
+    return queries.search_response(result, total_ms, request.scope.get("root_path", ""))
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS,
+             summary="Search by text, image, vector or a weighted mix")
+async def search(body: SearchRequest, request: Request,
+                 services: ServicesDep) -> SearchResponse:
+    def build(collection: Collection) -> SearchQuery:
+        parts = queries.query_parts(body, services.config, collection, services.fetcher.fetch)
+        return queries.search_query(collection, parts, body)
+
+    return await services.run(lambda: _execute(services, request, body.collection, build))
+
+
+class ImageSearchForm(BaseModel):
+    """Form fields of an image upload search (the file goes in the `image` part)."""
+
+    collection: CollectionName
+    text: SafeStr | None = Field(default=None, max_length=MAX_TEXT,
+                             description="Optional text, combined with the image")
+    target: Target = Target.ANY
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    offset: int = Field(default=0, ge=0, le=9 * MAX_K)
+    filters: SafeStr | None = Field(default=None, max_length=MAX_TEXT,
+                                    description="JSON object, as in /v1/search")
+    min_score: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
+    dedupe: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+
+    def options(self) -> SearchOptions:
+        try:
+            filters = json.loads(self.filters) if self.filters else None
+            return SearchOptions(target=self.target, k=self.k, offset=self.offset,
+                                 filters=filters, min_score=self.min_score, dedupe=self.dedupe)
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise InvalidQueryError(f"filters: {exc}") from None
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLargeError(f"upload is over the {limit} byte limit")
+    return data
+
+
+@router.post("/search/image", response_model=SearchResponse, responses=ERRORS,
+             summary="Search with an uploaded image (image-to-image, image-to-text)")
+async def search_image(form: Annotated[ImageSearchForm, Form()],
+                       image: Annotated[UploadFile, File(description="The query image")],
+                       request: Request, services: ServicesDep) -> SearchResponse:
+    data = await read_upload(image, services.config.max_upload_bytes)
+    options = form.options()
+    text = form.text.strip() if form.text and form.text.strip() else None
+    if text is not None:
+        queries.check_text(text, services.config)
+
+    def build(collection: Collection) -> SearchQuery:
+        parts = [QueryPart(image=queries.query_image(data, services.config, collection))]
+        parts += [QueryPart(text=text)] if text else []
+        return queries.search_query(collection, tuple(parts), options)
+
+    return await services.run(lambda: _execute(services, request, form.collection, build))

@@ -1,0 +1,95 @@
+"""The heavy objects of one app, built once at startup and shared by every request."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+import faiss
+import torch
+
+from api.config import ApiConfig
+from api.fetch import ImageFetcher
+from api.metrics import Metrics
+from api.problems import ApiError
+from search.engine import Searcher
+from search.errors import XmodalError
+from search.live import CollectionRefresher
+from search.settings import Settings
+from search.workspace import Workspace
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    config: ApiConfig
+    workspace: Workspace
+    searcher: Searcher
+    refresher: CollectionRefresher
+    metrics: Metrics
+    fetcher: ImageFetcher
+    slots: anyio.CapacityLimiter | None = None  # created on first use, in the event loop
+    ready: threading.Event = field(default_factory=threading.Event)
+    loading: dict[str, str] = field(default_factory=dict)  # name -> loading|loaded|failed
+
+    @classmethod
+    def open(cls, settings: Settings, config: ApiConfig, metrics: Metrics) -> Services:
+        """Catalog, encoder and helpers; collections are opened by `start` (background)."""
+        if config.compute_threads is not None:
+            # one request runs one query: intra-op threads only fight each other
+            torch.set_num_threads(config.compute_threads)
+            faiss.omp_set_num_threads(config.compute_threads)
+        workspace = Workspace.open(settings)
+        workspace.encoder()  # the default model: loaded now, not on the first query
+        metrics.watch(workspace)
+        refresher = CollectionRefresher(workspace, on_change=metrics.on_reload)
+        return cls(settings, config, workspace, Searcher(workspace), refresher, metrics,
+                   ImageFetcher(config))
+
+    def start(self) -> None:
+        threading.Thread(target=self._preload, name="xmodal-preload", daemon=True).start()
+
+    def _preload(self) -> None:
+        """Open every collection (indexes into memory), then watch the disk for changes."""
+        names = [i.name for i in self.workspace.list_collections()] if self.config.preload \
+            else []
+        self.loading.update(dict.fromkeys(names, "loading"))
+        for name in names:
+            try:
+                self.workspace.collection(name)
+                self.loading[name] = "loaded"
+            except XmodalError as exc:
+                log.error("could not open collection %r: %s", name, exc)
+                self.loading[name] = "failed"
+        self.ready.set()
+        self.refresher.start(self.config.reload_interval_s)
+
+    def close(self) -> None:
+        self.refresher.stop()
+        self.workspace.close()
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run blocking engine work on a worker thread, bounded by the request timeout.
+
+        At most `compute_slots` run at once: more threads than cores only queue on the
+        GIL and the index locks, which stretches every request. On timeout (waiting
+        included) the client gets a 503 at once; a started thread finishes in the
+        background (Python cannot cancel it)."""
+        if self.slots is None:
+            self.slots = anyio.CapacityLimiter(self.config.compute_slots or os.cpu_count() or 1)
+        try:
+            with anyio.fail_after(self.config.request_timeout_s):
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True,
+                                                      limiter=self.slots)
+        except TimeoutError:
+            raise ApiError(503, "timeout", f"the request took longer than "
+                           f"{self.config.request_timeout_s:g} s", {"Retry-After": "1"}) from None
