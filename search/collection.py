@@ -14,6 +14,7 @@ from PIL import Image
 from search.catalog import Catalog, CollectionInfo, ItemInput, ItemState
 from search.catalog_models import Modality, Source
 from search.encoder import Encoder
+from search.index_versions import IndexManifest
 from search.locks import collection_write_lock
 from search.media import MediaStore
 from search.preparing import (
@@ -25,7 +26,6 @@ from search.preparing import (
     prepare_items,
 )
 from search.space import VectorSpace
-from search.vectors import IndexManifest
 
 __all__ = ["AddReport", "Collection", "ItemFailure", "NewItem"]
 

@@ -37,9 +37,9 @@ from search.catalog import Catalog
 from search.catalog_models import CollectionRow
 from search.collection import Collection
 from search.errors import UnknownCollectionError, XmodalError
+from search.index_versions import current_version
 from search.locks import collection_write_lock
 from search.space import VectorSpace
-from search.vectors import current_version
 from search.workspace import Workspace
 
 log = logging.getLogger(__name__)

@@ -10,16 +10,8 @@ import numpy as np
 
 from search.embeddings import EmbeddingStore
 from search.errors import NoIndexError, StoreHistoryCompactedError
-from search.vectors import (
-    IndexManifest,
-    SearchParams,
-    VectorIndex,
-    choose_spec,
-    load_current,
-    prune_versions,
-    search_reranked,
-    write_version,
-)
+from search.index_versions import IndexManifest, load_current, prune_versions, write_version
+from search.vectors import SearchParams, VectorIndex, choose_spec, search_reranked
 
 # Retrain when the collection has grown this much past what the IVF was sized for.
 GROWTH_BEFORE_RETRAIN = 4

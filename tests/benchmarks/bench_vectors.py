@@ -32,14 +32,8 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from search.embeddings import EmbeddingStore  # noqa: E402
-from search.vectors import (  # noqa: E402
-    SearchParams,
-    VectorIndex,
-    choose_spec,
-    load_current,
-    search_reranked,
-    write_version,
-)
+from search.index_versions import load_current, write_version  # noqa: E402
+from search.vectors import SearchParams, VectorIndex, choose_spec, search_reranked  # noqa: E402
 from tests.utils.synthetic import clustered_unit_vectors, recall_at  # noqa: E402
 
 K = 10

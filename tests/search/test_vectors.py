@@ -20,19 +20,21 @@ from search.errors import (
     ManifestMismatchError,
     NoIndexError,
 )
+from search.index_versions import (
+    current_version,
+    list_versions,
+    load_current,
+    prune_versions,
+    write_version,
+)
 from search.vectors import (
     MIN_TRAIN_POINTS_PER_LIST,
     SearchParams,
     VectorIndex,
     apply_ops,
     choose_spec,
-    current_version,
-    list_versions,
-    load_current,
-    prune_versions,
     search_reranked,
     training_sample_size,
-    write_version,
 )
 from tests.utils.synthetic import clustered_unit_vectors, exact_top_k, recall_at
 
