@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	# torch/torchvision are pinned in pyproject: pip takes them from local disk here.
-	$(BIN)/python -m pip install --quiet -e '.[cpu,postgres,api,ray]' --group dev
+	$(BIN)/python -m pip install --quiet -e '.[cpu,postgres,api,ray,generate]' --group dev
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +31,14 @@ bench-ingest: $(STAMP)
 
 bench-api: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench_api
+
+# Newcomer path: index the shipped sample catalog, then serve the API and search page.
+DEMO_HOME ?= xmodal-home
+DEMO_PORT ?= 8000
+demo: $(STAMP)
+	XMODAL_HOME=$(DEMO_HOME) $(BIN)/xmodal-index add data/sample/catalog.jsonl --collection emoji
+	@echo "xmodal demo: open http://127.0.0.1:$(DEMO_PORT)/ (Ctrl-C stops the server)"
+	XMODAL_HOME=$(DEMO_HOME) $(BIN)/xmodal-serve --host 127.0.0.1 --port $(DEMO_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -22,6 +22,7 @@ from PIL import Image
 from search.errors import UnknownModelError, WeightsUnavailableError
 
 HOUSE_MODEL = "house"
+RANDOM_INIT = "random"  # pretrained=RANDOM_INIT: the seeded random init, even for house
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 _registered = threading.Lock()
@@ -109,6 +110,8 @@ def _download_tag(model: str, tag: str, offline: bool) -> Path:
 
 def resolve_weights(model: str, pretrained: str | None, offline: bool = False) -> WeightsSource:
     """Decide where weights come from without building anything."""
+    if pretrained == RANDOM_INIT:
+        return WeightsSource("random", None, "random-init:seed0")
     if pretrained is None:
         shipped = house_weights_path() if model == HOUSE_MODEL else None
         if shipped is not None:

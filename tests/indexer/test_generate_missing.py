@@ -1,0 +1,56 @@
+"""`--generate-missing`: text-only items get a generated picture, marked and idempotent."""
+
+import json
+
+import torch
+
+from indexer.operations import index_source
+from indexer.pipeline import IndexOptions
+from search.encoder import RANDOM_INIT, load_encoder
+from search.engine import Searcher
+from search.generators.house_nets import Decoder, Prior, save_generator
+from search.query import SearchQuery, Target
+from tests.indexer.conftest import write_catalog
+from tests.search.test_generate_house import TINY_NETS
+
+
+def _generator_weights(tmp_path, tiny_model):
+    torch.manual_seed(0)
+    encoder = load_encoder(tiny_model, RANDOM_INIT, device="cpu")
+    metadata = {"encoder_model": tiny_model, "encoder_pretrained": RANDOM_INIT,
+                "encoder_identity": encoder.identity}
+    return save_generator(tmp_path / "gen.safetensors", Prior(TINY_NETS), Decoder(TINY_NETS),
+                          TINY_NETS, metadata)
+
+
+def test_generate_missing_end_to_end(ws, tmp_path, tiny_model):
+    weights = _generator_weights(tmp_path, tiny_model)
+    source = write_catalog(tmp_path / "src", 18)  # sku-5, sku-11, sku-17 are text-only
+    options = IndexOptions(workers=0, progress=False, generate_missing=True,
+                           generator="house", generator_model=str(weights))
+    first = index_source(ws, "shop", source, options=options)
+    assert first.generated == 3
+    cid = ws.collection("shop").info.id
+    item = ws.catalog.get_item(cid, "sku-5")
+    assert item["image_ref"] is None
+    assert item["generation"]["prompt"] == item["text"] and item["generation"]["generator"] \
+        == "house"
+    assert {(v["modality"], v["source"]) for v in item["vectors"]} == {
+        ("text", "original"), ("image", "generated")}
+    hits = Searcher(ws).search(SearchQuery.text("shop", "product", target=Target.IMAGE,
+                                                k=100)).hits
+    generated = {h.external_id for h in hits if h.generated}
+    assert generated == {"sku-5", "sku-11", "sku-17"}
+    assert all(h.image_ref for h in hits)
+    assert index_source(ws, "shop", source, options=options).generated == 0  # idempotent
+    # a new text regenerates; a real image replaces the generated one
+    rows = [json.loads(line) for line in source.read_text().splitlines()]
+    rows[5]["title"] = "a brand new title"
+    rows[11]["image"] = rows[0]["image"]
+    source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    third = index_source(ws, "shop", source, options=options)
+    assert third.generated == 1
+    replaced = ws.catalog.get_item(cid, "sku-11")
+    assert replaced["generation"] is None
+    assert {(v["modality"], v["source"]) for v in replaced["vectors"]} == {
+        ("text", "original"), ("image", "original")}
