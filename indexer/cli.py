@@ -67,7 +67,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("status", help="counts, index versions, last jobs, recent failures")
     _common(p)
+    _train_parsers(sub)
     return parser
+
+
+def _train_parsers(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a CLIP on the collection's image-text pairs "
+                                     "(resumable: re-run the same command to continue)")
+    _common(p)
+    p.add_argument("--out", type=Path, required=True, help="output model directory")
+    p.add_argument("--from", dest="source", help="MODEL[/PRETRAINED] to start from (default: "
+                                                 "the collection's model; house/random: "
+                                                 "from scratch)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4; "
+                                                          "1e-3 from scratch)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--holdout-percent", type=int, default=0,
+                   help="leave this share of items (by id hash) out, for `eval`")
+    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("eval", help="text->image and image->text recall of the collection's "
+                                    "model (and of --model candidates) on its own items")
+    _common(p)
+    p.add_argument("--model", action="append", default=[], dest="models",
+                   help="also evaluate MODEL[/PRETRAINED] or a model directory (repeatable)")
+    p.add_argument("--holdout-percent", type=int, default=0,
+                   help="evaluate on the slice `train --holdout-percent` left out")
+    p.add_argument("--limit", type=int, default=5000, help="at most this many items")
+    p.add_argument("--out", type=Path, help="also write the result as JSON here")
 
 
 def _options(args: argparse.Namespace) -> IndexOptions:
@@ -98,7 +126,28 @@ def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:
                                      _options(args)), 0
     if args.command == "reindex":
         return reindex.rebuild_index(workspace, args.collection, args.spec), 0
+    if args.command in ("train", "eval"):
+        return _run_training(args, workspace), 0
     return operations.collection_status(workspace, args.collection), 0
+
+
+def _run_training(args: argparse.Namespace, workspace: Workspace) -> Any:
+    from indexer import training
+
+    if args.command == "train":
+        return training.train_on_collection(
+            workspace, args.collection, args.out, source=args.source, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            holdout_percent=args.holdout_percent, progress=not args.no_progress)
+    result = training.evaluate_collection(workspace, args.collection, models=args.models,
+                                          holdout_percent=args.holdout_percent,
+                                          limit=args.limit)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    if not args.json:
+        print(training.format_eval(result))
+        return None
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(result, indent=2, default=str))
-    else:
+    elif result is not None:
         Console().print(result)
     return code
 

@@ -28,7 +28,7 @@ FORMAT = "xmodal-house-generator/1"
 class GeneratorConfig:
     embed_dim: int = 256  # the CLIP space (house: 256)
     image_size: int = 64
-    latent_dim: int = 32  # z: what the CLIP embedding leaves open (pose, palette)
+    latent_dim: int = 8  # z: what the CLIP embedding leaves open (pose, palette)
     prior_width: int = 512
     prior_blocks: int = 2
     base_size: int = 4  # the decoder starts from a base_size^2 grid and doubles it

@@ -29,6 +29,7 @@ from open_clip.loss import ClipLoss
 from tqdm import tqdm
 
 from search.encoder import HOUSE_MODEL, Encoder, load_encoder
+from search.errors import XmodalError
 from search.house.augment import AugmentConfig, augment, normalise_pixels
 from search.house.pairs import Example, ImageLike, TrainingData, examples_from_pairs, prepare
 
@@ -69,7 +70,7 @@ class TrainConfig:
                               ).hexdigest()[:16]
 
 
-class ResumeMismatchError(RuntimeError):
+class ResumeMismatchError(XmodalError, RuntimeError):
     """The output directory holds a checkpoint of a different run."""
 
 
@@ -92,7 +93,7 @@ def fp32_attention() -> Iterator[None]:
                            dropout_p=dropout_p, is_causal=is_causal, **kwargs)
         return out.to(q.dtype)
 
-    F.scaled_dot_product_attention = attention
+    F.scaled_dot_product_attention = attention  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -110,7 +111,8 @@ def learning_rate(step: int, total: int, config: TrainConfig) -> float:
 
 def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     # As open_clip's trainer: no weight decay on gains, biases and the temperature.
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue

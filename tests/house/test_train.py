@@ -4,7 +4,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from search.encoder import WEIGHTS_FILE, load_encoder
@@ -21,25 +20,9 @@ from search.house.train import (
     parse_from,
     train_clip,
 )
-
-COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 220),
-           "yellow": (230, 210, 30)}
-SHAPES = ("square", "circle", "triangle", "bar")
-
-
-def _shape(colour: tuple[int, int, int], shape: str) -> Image.Image:
-    image = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(image)
-    box = (6, 6, 34, 34)
-    if shape == "circle":
-        draw.ellipse(box, fill=colour)
-    elif shape == "triangle":
-        draw.polygon([(20, 4), (36, 36), (4, 36)], fill=colour)
-    elif shape == "bar":
-        draw.rectangle((16, 2, 24, 38), fill=colour)
-    else:
-        draw.rectangle(box, fill=colour)
-    return image
+from tests.utils.images import SHAPE_COLOURS as COLOURS
+from tests.utils.images import SHAPES
+from tests.utils.images import shape_image as _shape
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +168,16 @@ def test_augment_policies(examples, tiny_model):
     torch.testing.assert_close(augment(pixels, 32, recolour, yes, no, gen), plain)
     grey = augment(pixels, 32, recolour, yes, yes, gen)
     torch.testing.assert_close(grey[:, 0], grey[:, 1], atol=1e-5, rtol=0)
+
+
+def test_cli_trains_on_the_emoji_set_and_exports(tiny_model, tmp_path, capsys):
+    from search.house.data import build
+    from tests.house.fake_packs import write_fake_packs
+
+    build(tmp_path / "sample", tmp_path / "cache", write_fake_packs(tmp_path / "npm"))
+    out, weights = tmp_path / "run", tmp_path / "w.safetensors"
+    code = train_module.main(["--out", str(out), "--from", f"{tiny_model}/random",
+                              "--emoji", str(tmp_path / "cache" / "train"), "--epochs", "1",
+                              "--batch-size", "4", "--export", str(weights)])
+    assert code == 0 and (out / WEIGHTS_FILE).is_file() and weights.is_file()
+    assert "encoder:" in capsys.readouterr().out

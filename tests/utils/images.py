@@ -165,3 +165,26 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 NOT_AN_IMAGE = b"%PDF-1.7 this is not an image at all\n" * 4
+
+
+SHAPE_COLOURS: dict[str, RGB] = {"red": (220, 30, 30), "green": (30, 180, 40),
+                                 "blue": (30, 40, 220), "yellow": (230, 210, 30)}
+SHAPES = ("square", "circle", "triangle", "bar")
+
+
+def shape_image(colour: RGB, shape: str) -> Image.Image:
+    """A 40 px transparent image of one filled shape: captionable as "<colour> <shape>"."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    box = (6, 6, 34, 34)
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(20, 4), (36, 36), (4, 36)], fill=colour)
+    elif shape == "bar":
+        draw.rectangle((16, 2, 24, 38), fill=colour)
+    else:
+        draw.rectangle(box, fill=colour)
+    return image
