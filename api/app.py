@@ -15,7 +15,7 @@ from api.config import ApiConfig
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
 from api.problems import add_problem_schema, install_problem_handlers
-from api.routes import collections, compat, health, items, media, search, web
+from api.routes import collections, compat, generate, health, items, media, search, web
 from api.routes.compat import KnnRequest, MetadataRequest
 from api.schemas import ItemWrite
 from api.services import Services
@@ -52,7 +52,7 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
     app = FastAPI(title="xmodal", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.metrics = Metrics()
     install_problem_handlers(app)
-    for module in (search, collections, items, media, compat, health, web):
+    for module in (search, collections, items, media, generate, compat, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes)

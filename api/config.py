@@ -50,6 +50,16 @@ class ApiConfig(BaseSettings):
         default=False, description="Allow hosts resolving to private/loopback addresses.")
     image_url_timeout_s: float = Field(default=5.0, gt=0)
     preload: bool = Field(default=True, description="Open every collection at startup.")
+    generator: str = Field(default="house",
+                           description="Image generator behind POST /v1/generate.")
+    generator_model: str | None = Field(
+        default=None, description="Its model: diffusers hub id or local path, house weights "
+                                  "file (default: the shipped one).")
+    generate_max_size: int = Field(default=512, ge=16, le=2048,
+                                   description="Largest side POST /v1/generate may ask for.")
+    generate_per_minute: float = Field(
+        default=30, gt=0, description="POST /v1/generate calls per client per minute "
+                                      "(bursts up to this many).")
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_image_pixels,

@@ -48,6 +48,8 @@ ENGINE_ERRORS: dict[type[BaseException], tuple[int, str]] = {
     engine.ImageTooLargeError: (413, "image-too-large"),
     engine.CorruptImageError: (422, "bad-image"),
     engine.InvalidQueryError: (422, "invalid-query"),
+    engine.InvalidPromptError: (422, "invalid-prompt"),
+    engine.UnknownGeneratorError: (422, "unknown-generator"),
     engine.UnknownModelError: (422, "unknown-model"),
     engine.InvalidInputError: (422, "invalid-input"),
     engine.UnknownCollectionError: (404, "unknown-collection"),
@@ -56,6 +58,7 @@ ENGINE_ERRORS: dict[type[BaseException], tuple[int, str]] = {
     engine.NotFoundError: (404, "not-found"),
     engine.CollectionExistsError: (409, "collection-exists"),
     engine.ModelError: (503, "model-unavailable"),
+    engine.GeneratorError: (503, "generator-unavailable"),
     engine.IndexError_: (503, "index-unavailable"),
     engine.XmodalError: (500, "engine-error"),
 }
@@ -63,6 +66,7 @@ ENGINE_ERRORS: dict[type[BaseException], tuple[int, str]] = {
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 413: "Content too large",
            415: "Unsupported media type", 422: "Unprocessable content",
+           429: "Too many requests",
            500: "Internal server error", 503: "Service unavailable"}
 
 

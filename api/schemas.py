@@ -220,12 +220,24 @@ class VectorPublic(BaseModel):
     source: str = Field(description="original, or generated (image made from the text)")
 
 
+class GenerationPublic(BaseModel):
+    """Provenance of a generated image."""
+
+    generator: str = Field(description="Backend name, e.g. house or diffusers")
+    model: str = Field(description="Exact weights: hash, hub id or path")
+    prompt: str
+    seed: int
+    created_at: datetime | None
+
+
 class ItemPublic(BaseModel):
     item_id: int
     external_id: str
     text: str | None
-    image_url: str | None
+    image_url: str | None = Field(description="The item's image: its own, else a generated one")
     thumbnail_url: str | None
+    generated: bool = Field(description="image_url is a generated image")
+    generation: GenerationPublic | None = Field(description="How the generated image was made")
     attributes: dict[str, Any]
     status: str
     vectors: list[VectorPublic]
@@ -258,3 +270,12 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str = Field(description="ready, or loading while indexes are opened")
     collections: dict[str, str] = Field(description="name -> loaded | loading | failed")
+
+
+class GenerateRequest(Strict):
+    prompt: SafeStr = Field(min_length=1, max_length=1000, examples=["red apple"])
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Same prompt + seed + size "
+                                                                "= same image")
+    size: int | None = Field(default=None, ge=16, le=2048,
+                             description="Side in pixels (default: the generator's own; "
+                                         "capped by the server's XMODAL_API_GENERATE_MAX_SIZE)")

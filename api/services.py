@@ -18,8 +18,10 @@ from api.config import ApiConfig
 from api.fetch import ImageFetcher
 from api.metrics import Metrics
 from api.problems import ApiError
+from api.ratelimit import RateLimiter
 from search.engine import Searcher
 from search.errors import XmodalError
+from search.generate import ImageGenerator, load_generator
 from search.live import CollectionRefresher
 from search.settings import Settings
 from search.workspace import Workspace
@@ -40,6 +42,9 @@ class Services:
     slots: anyio.CapacityLimiter | None = None  # created on first use, in the event loop
     ready: threading.Event = field(default_factory=threading.Event)
     loading: dict[str, str] = field(default_factory=dict)  # name -> loading|loaded|failed
+    generate_limiter: RateLimiter | None = None
+    _generator: ImageGenerator | None = None
+    _generator_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, settings: Settings, config: ApiConfig, metrics: Metrics) -> Services:
@@ -53,7 +58,18 @@ class Services:
         metrics.watch(workspace)
         refresher = CollectionRefresher(workspace, on_change=metrics.on_reload)
         return cls(settings, config, workspace, Searcher(workspace), refresher, metrics,
-                   ImageFetcher(config))
+                   ImageFetcher(config), generate_limiter=RateLimiter(config.generate_per_minute))
+
+    def generator(self) -> ImageGenerator:
+        """The configured image generator, loaded on first use (most servers never
+        generate) and kept; a load failure is raised each time, never cached."""
+        with self._generator_lock:
+            if self._generator is None:
+                self._generator = load_generator(self.config.generator,
+                                                 self.config.generator_model,
+                                                 device=self.settings.device,
+                                                 offline=self.settings.offline)
+            return self._generator
 
     def start(self) -> None:
         threading.Thread(target=self._preload, name="xmodal-preload", daemon=True).start()

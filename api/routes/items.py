@@ -20,6 +20,7 @@ from api.routes.collections import NamePath
 from api.schemas import (
     MAX_EXTERNAL_ID,
     BatchReport,
+    GenerationPublic,
     ItemBatch,
     ItemFailurePublic,
     ItemPublic,
@@ -42,10 +43,14 @@ PUT_BODY = {"required": True, "content": {
 
 
 def item_public(row: dict[str, Any], root_path: str) -> dict[str, Any]:
-    image_url, thumbnail_url = queries.media_urls(row["image_ref"], root_path)
+    generation = row.get("generation")
+    generated = row["image_ref"] is None and generation is not None  # a real image wins
+    image_ref = generation["image_ref"] if generated else row["image_ref"]
+    image_url, thumbnail_url = queries.media_urls(image_ref, root_path)
     return {**{k: row[k] for k in ("item_id", "external_id", "text", "attributes", "status",
                                    "created_at", "updated_at")},
-            "image_url": image_url, "thumbnail_url": thumbnail_url,
+            "image_url": image_url, "thumbnail_url": thumbnail_url, "generated": generated,
+            "generation": GenerationPublic(**generation) if generated else None,
             "vectors": [VectorPublic(modality=v["modality"], source=v["source"])
                         for v in row["vectors"]]}
 

@@ -26,6 +26,7 @@ from api.config import ApiConfig
 from search.settings import Settings
 from tests.api.conftest import API_KEY, build_home
 from tests.utils.corpus import catalog_items
+from tests.utils.generators import tiny_generator_weights
 
 MAX_EXAMPLES = 25
 # Not positive_data_acceptance: the schema cannot state every rule (at least one query
@@ -41,7 +42,10 @@ def api_schema(tmp_path_factory, tiny_model):
     settings = Settings(home=tmp_path_factory.mktemp("fuzz"), model=tiny_model, device="cpu",
                         offline=True, api_key=API_KEY)
     build_home(settings, "shop", catalog_items(12))
-    app = create_app(settings, ApiConfig(reload_interval_s=5, request_timeout_s=20))
+    weights = tiny_generator_weights(settings.home / "gen.safetensors", tiny_model)
+    app = create_app(settings, ApiConfig(reload_interval_s=5, request_timeout_s=20,
+                                         generator_model=str(weights),
+                                         generate_per_minute=1e6))
     loaded = schemathesis.openapi.from_asgi("/openapi.json", app)
     loaded.config.generation.update(allow_x00=True)
     yield loaded

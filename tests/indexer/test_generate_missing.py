@@ -2,25 +2,16 @@
 
 import json
 
-import torch
-
 from indexer.operations import index_source
 from indexer.pipeline import IndexOptions
-from search.encoder import RANDOM_INIT, load_encoder
 from search.engine import Searcher
-from search.generators.house_nets import Decoder, Prior, save_generator
 from search.query import SearchQuery, Target
 from tests.indexer.conftest import write_catalog
-from tests.search.test_generate_house import TINY_NETS
+from tests.utils.generators import tiny_generator_weights
 
 
 def _generator_weights(tmp_path, tiny_model):
-    torch.manual_seed(0)
-    encoder = load_encoder(tiny_model, RANDOM_INIT, device="cpu")
-    metadata = {"encoder_model": tiny_model, "encoder_pretrained": RANDOM_INIT,
-                "encoder_identity": encoder.identity}
-    return save_generator(tmp_path / "gen.safetensors", Prior(TINY_NETS), Decoder(TINY_NETS),
-                          TINY_NETS, metadata)
+    return tiny_generator_weights(tmp_path / "gen.safetensors", tiny_model)
 
 
 def test_generate_missing_end_to_end(ws, tmp_path, tiny_model):

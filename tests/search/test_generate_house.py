@@ -17,7 +17,6 @@ from search.generate import load_generator
 from search.generators.house import HouseGenerator
 from search.generators.house_nets import (
     Decoder,
-    GeneratorConfig,
     Prior,
     read_generator,
     save_generator,
@@ -25,9 +24,8 @@ from search.generators.house_nets import (
 from search.house.generator_eval import contact_sheet, evaluate_generator, top_k_share
 from search.house.generator_train import GeneratorTrainConfig, train_generator
 from tests.utils.corpus import png_bytes
+from tests.utils.generators import TINY_NETS, tiny_generator_weights
 
-TINY_NETS = GeneratorConfig(embed_dim=32, image_size=32, latent_dim=8, prior_width=32,
-                            prior_blocks=1, base_size=4, channels=(16, 8, 8, 8))
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SHAPES = ["apple", "shoe", "car", "hat"]
 
@@ -38,12 +36,8 @@ def tiny_encoder(tiny_model: str) -> Encoder:
 
 
 @pytest.fixture
-def weights(tmp_path: Path, tiny_model: str, tiny_encoder: Encoder) -> Path:
-    torch.manual_seed(0)
-    metadata = {"encoder_model": tiny_model, "encoder_pretrained": RANDOM_INIT,
-                "encoder_identity": tiny_encoder.identity}
-    return save_generator(tmp_path / "house-generator.safetensors", Prior(TINY_NETS),
-                          Decoder(TINY_NETS), TINY_NETS, metadata)
+def weights(tmp_path: Path, tiny_model: str) -> Path:
+    return tiny_generator_weights(tmp_path / "house-generator.safetensors", tiny_model)
 
 
 @pytest.fixture
