@@ -65,15 +65,23 @@ class LocalPreparer:
 
     def stream(self, rows: Iterable[SourceRecord | RowError], known: KnownHashes
                ) -> Iterator[Prepared]:
-        if self.workers <= 0:
-            for chunk in chunked(rows, self.chunk_size):
+        """Prepared items in source order. The parent prepares the first chunk itself
+        while the workers start (spawning one imports torch: seconds), so the encoder is
+        busy from the start; a source of one chunk never starts a pool at all."""
+        chunks = chunked(rows, self.chunk_size)
+        first, second = next(chunks, None), next(chunks, None)
+        if first is None:
+            return
+        if self.workers <= 0 or second is None:
+            for chunk in itertools.chain([first], [second] if second else [], chunks):
                 yield from self._inline(chunk, known)
             return
         spawn = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
         with ProcessPoolExecutor(self.workers, mp_context=spawn, initializer=_init_worker,
                                  initargs=(self.ctx,)) as pool:
-            window: deque = deque()
-            for chunk in chunked(rows, self.chunk_size):
+            window: deque = deque([self._submit(pool, second, known)])
+            yield from self._inline(first, known)
+            for chunk in chunks:
                 window.append(self._submit(pool, chunk, known))
                 if len(window) > 2:  # keep workers busy while the parent encodes
                     yield from window.popleft()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from indexer import pipeline
 from indexer.operations import delete_items, index_source
 from indexer.pipeline import IndexOptions
 from search.engine import Searcher
@@ -16,10 +17,21 @@ from tests.utils.snapshots import assert_same_collection, snapshot
 QUIET = IndexOptions(workers=0, progress=False, batch_size=16)
 
 
-def test_workers_and_inline_give_the_same_collection(ws, catalog_file):
+def test_workers_and_inline_give_the_same_collection(ws, catalog_file, monkeypatch):
+    pools = []
+
+    class CountedPool(pipeline.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "ProcessPoolExecutor", CountedPool)
     inline = index_source(ws, "inline", catalog_file, options=QUIET)
-    pooled = index_source(ws, "pooled", catalog_file,
-                          options=IndexOptions(workers=2, progress=False, batch_size=16))
+    assert not pools
+    # chunks of 8: the parent prepares the first, the two workers the other four
+    pooled = index_source(ws, "pooled", catalog_file, options=IndexOptions(
+        workers=2, progress=False, batch_size=16, chunk_size=8))
+    assert len(pools) == 1
     assert inline.indexed == pooled.indexed == 40 and inline.failed == pooled.failed == 0
     assert_same_collection(snapshot(ws, "inline"), snapshot(ws, "pooled"))
 
@@ -67,7 +79,7 @@ def test_bad_input_is_reported_and_nothing_stored_is_damaged(ws, tmp_path):
     broken = write_catalog(tmp_path / "good", 12, broken=True)
     report_path = tmp_path / "report.jsonl"
     summary = index_source(ws, "shop", broken, options=IndexOptions(
-        workers=2, progress=False, report_path=report_path))
+        workers=2, progress=False, report_path=report_path, chunk_size=5))
     assert (summary.unchanged, summary.failed) == (12, 7)
     assert summary.exit_code(strict=False) == 0 and summary.exit_code(strict=True) == 1
     failures = [json.loads(line) for line in report_path.read_text().splitlines()]
@@ -143,5 +155,6 @@ def test_outgrown_index_is_retrained(ws, tmp_path, monkeypatch):
 def test_strict_mode(ws, tmp_path, bad_workers):
     source = write_catalog(tmp_path / "s", 6, broken=True)
     summary = index_source(ws, "shop", source,
-                           options=IndexOptions(workers=bad_workers, progress=False, strict=True))
+                           options=IndexOptions(workers=bad_workers, progress=False, strict=True,
+                                                chunk_size=4))
     assert summary.exit_code(strict=True) == 1 and summary.indexed == 6
