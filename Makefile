@@ -36,7 +36,8 @@ bench-api: $(STAMP)
 DEMO_HOME ?= xmodal-home
 DEMO_PORT ?= 8000
 demo: $(STAMP)
-	XMODAL_HOME=$(DEMO_HOME) $(BIN)/xmodal-index add data/sample/catalog.jsonl --collection emoji
+	XMODAL_HOME=$(DEMO_HOME) $(BIN)/xmodal-index add data/sample/catalog.jsonl --collection emoji \
+	    --generate-missing
 	@echo "xmodal demo: open http://127.0.0.1:$(DEMO_PORT)/ (Ctrl-C stops the server)"
 	XMODAL_HOME=$(DEMO_HOME) $(BIN)/xmodal-serve --host 127.0.0.1 --port $(DEMO_PORT)
 
