@@ -21,8 +21,9 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 def _wait_for_results(page: Page) -> None:
     page.wait_for_selector("li.hit")
-    page.wait_for_function("""() => [...document.querySelectorAll('img.thumb')]
-        .every(img => img.complete)""")
+    # the first row's thumbnails (the rest load lazily, when scrolled to)
+    page.wait_for_function("""() => [...document.querySelectorAll('li.hit img.thumb')]
+        .slice(0, 4).every(img => img.complete && img.naturalWidth > 0)""")
 
 
 def take(url: str, collection: str, text: str, image: Path, out: Path) -> list[Path]:
