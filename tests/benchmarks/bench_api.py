@@ -75,7 +75,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=1_000_000, help="vectors (= items)")
     parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
-    parser.add_argument("--workers", type=int, default=1, help="xmodal-serve --workers")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="xmodal-serve --workers (default: one per core)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--home", type=Path, default=None,
