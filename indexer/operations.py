@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.jobs import JobRunner, JobSummary
 from indexer.pipeline import IndexOptions, local_preparer
@@ -11,6 +11,9 @@ from indexer.readers import IMAGE_SUFFIXES, ColumnMap, open_source
 from search.collection import Collection
 from search.errors import UnknownCollectionError
 from search.workspace import Workspace
+
+if TYPE_CHECKING:
+    from search.generate import ImageGenerator
 
 
 def count_rows(source: Path) -> int | None:
@@ -45,6 +48,8 @@ def index_source(workspace: Workspace, collection_name: str, source: Path, *,
                  engine: str = "local", ray_address: str | None = None) -> JobSummary:
     """Add or update every item of `source`; resumable and idempotent."""
     columns, options = columns or ColumnMap(), options or IndexOptions()
+    # a bad generator name or missing weights fails here, before any item is read
+    generator = _load_generator(workspace, options) if options.generate_missing else None
     collection = get_or_create(workspace, collection_name, model, pretrained)
     collection.reconcile()  # drop what a killed earlier run left half-written
     params = {"source": str(source), "engine": engine, "prune": options.prune}
@@ -62,21 +67,25 @@ def index_source(workspace: Workspace, collection_name: str, source: Path, *,
         runner.consume(stream, total=count_rows(Path(source)) if options.progress else None)
         if options.prune:
             runner.prune()
-        if options.generate_missing:
-            _generate(workspace, collection, runner, options)
+        if generator is not None:
+            _generate(collection, generator, runner, options)
     except BaseException as exc:
         runner.finish(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     return runner.finish()
 
 
-def _generate(workspace: Workspace, collection: Collection, runner: JobRunner,
-              options: IndexOptions) -> None:
-    from search.backfill import generate_missing
+def _load_generator(workspace: Workspace, options: IndexOptions) -> ImageGenerator:
     from search.generate import load_generator
 
-    generator = load_generator(options.generator, options.generator_model,
-                               device=workspace.settings.device)
+    return load_generator(options.generator, options.generator_model,
+                          device=workspace.settings.device, offline=workspace.settings.offline)
+
+
+def _generate(collection: Collection, generator: ImageGenerator, runner: JobRunner,
+              options: IndexOptions) -> None:
+    from search.backfill import generate_missing
+
     report = generate_missing(collection, generator, batch_size=options.batch_size,
                               job_id=runner.job_id)
     runner.summary.generated = report.generated

@@ -45,3 +45,19 @@ def test_generate_missing_end_to_end(ws, tmp_path, tiny_model):
     assert replaced["generation"] is None
     assert {(v["modality"], v["source"]) for v in replaced["vectors"]} == {
         ("text", "original"), ("image", "original")}
+
+
+def test_bad_generator_fails_before_any_item_is_indexed(ws, tmp_path, capsys):
+    from indexer.cli import main
+
+    source = write_catalog(tmp_path / "src", 6)
+    home = str(ws.settings.home)
+    code = main(["add", str(source), "-c", "gen", "--home", home, "--workers", "0",
+                 "--generate-missing", "--generator", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope" in err and "house" in err  # names it and the known ones
+    missing = str(tmp_path / "absent.safetensors")
+    code = main(["add", str(source), "-c", "gen", "--home", home, "--workers", "0",
+                 "--generate-missing", "--generator-model", missing])
+    assert code == 2 and missing in capsys.readouterr().err
+    assert "gen" not in [c.name for c in ws.list_collections()]
