@@ -39,6 +39,7 @@ def take(url: str, collection: str, text: str, image: Path, out: Path) -> list[P
         _wait_for_results(page)
         page.screenshot(path=str(out / "demo-text.png"))
         page.fill("#query", "")
+        page.evaluate("document.getElementById('results').replaceChildren()")  # old hits
         page.set_input_files("#image-input", str(image))
         page.wait_for_selector("#image-preview:not([hidden])")
         _wait_for_results(page)

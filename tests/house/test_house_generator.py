@@ -56,6 +56,6 @@ def test_generated_pictures_are_recognised_as_their_unseen_titles(encoder, heldo
              "encoder_identity": encoder.identity})
     random = _top1_share(load_generator("house", str(random_path), device="cpu"), encoder,
                          heldout)
-    # chance is 1/40 = 2.5 %; measured: shipped 100 %, random 5 %. (The decoder is trained
-    # to be recognised by this very encoder, so this checks the weights, not the art.)
+    # chance is 1/40 = 2.5 %; measured: shipped 100 % (first weights), random 5 %. (The
+    # decoder is trained to be recognised by this encoder: this checks weights, not art.)
     assert shipped >= 0.5 and random <= 0.15, (shipped, random)
