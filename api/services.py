@@ -42,7 +42,7 @@ class Services:
     slots: anyio.CapacityLimiter | None = None  # created on first use, in the event loop
     ready: threading.Event = field(default_factory=threading.Event)
     loading: dict[str, str] = field(default_factory=dict)  # name -> loading|loaded|failed
-    generate_limiter: RateLimiter | None = None
+    generate_limiter: RateLimiter = field(init=False)  # from config, in __post_init__
     _generator: ImageGenerator | None = None
     _generator_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -58,7 +58,10 @@ class Services:
         metrics.watch(workspace)
         refresher = CollectionRefresher(workspace, on_change=metrics.on_reload)
         return cls(settings, config, workspace, Searcher(workspace), refresher, metrics,
-                   ImageFetcher(config), generate_limiter=RateLimiter(config.generate_per_minute))
+                   ImageFetcher(config))
+
+    def __post_init__(self) -> None:
+        self.generate_limiter = RateLimiter(self.config.generate_per_minute)
 
     def generator(self) -> ImageGenerator:
         """The configured image generator, loaded on first use (most servers never

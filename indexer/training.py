@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from search.encoder import resolve_device
 from search.errors import InvalidInputError
 from search.house.evaluate import EvalSet, evaluate
 from search.house.train import TrainConfig, parse_from, train_clip
@@ -67,20 +68,12 @@ def train_on_collection(workspace: Workspace, collection: str, out: Path, *,
     steps = len(pairs) // batch_size * epochs
     config = TrainConfig(out=Path(out), model=model, pretrained=pretrained, epochs=epochs,
                          batch_size=batch_size, lr=lr, warmup_steps=max(1, min(200, steps // 10)),
-                         seed=seed, device=_device(workspace), progress=progress)
+                         seed=seed, device=str(resolve_device(workspace.settings.device)),
+                         progress=progress)
     train_clip(pairs, config)
     return {"collection": collection, "out": str(out), "from": f"{model}/{pretrained or ''}",
             "pairs": len(pairs), "epochs": epochs, "holdout_percent": holdout_percent,
             "next": f"xmodal-index reindex --collection {collection} --model {out}"}
-
-
-def _device(workspace: Workspace) -> str:
-    import torch
-
-    wanted = workspace.settings.device
-    if wanted == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return wanted
 
 
 def _eval_set(workspace: Workspace, collection: str, holdout_percent: int,

@@ -37,7 +37,6 @@ async def generate(body: GenerateRequest, request: Request, services: ServicesDe
     if body.size is not None and body.size > limit:
         raise ApiError(413, "image-too-large", f"size {body.size} is over this server's "
                        f"limit of {limit} px (XMODAL_API_GENERATE_MAX_SIZE)")
-    assert services.generate_limiter is not None
     services.generate_limiter.take(request.client.host if request.client else "unknown")
     data, headers = await services.run(lambda: _png(services, body))
     return Response(data, media_type="image/png", headers=headers)
