@@ -98,7 +98,8 @@ def search_query(collection: Collection, parts: tuple[QueryPart, ...],
         collection.name, parts, target=options.target, k=options.k, offset=options.offset,
         filters=tuple(parse_filters(options.filters)), min_score=options.min_score,
         dedupe=options.dedupe, nprobe=options.nprobe, rerank_factor=options.rerank_factor,
-        fusion=Fusion(fusion.image_weight, fusion.text_weight) if fusion else Fusion())
+        fusion=Fusion(fusion.image_weight, fusion.text_weight) if fusion else Fusion(),
+        include_generated=options.include_generated)
 
 
 def media_urls(ref: str | None, root_path: str = "") -> tuple[str | None, str | None]:

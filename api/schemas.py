@@ -118,6 +118,9 @@ class SearchOptions(Strict):
     nprobe: int | None = Field(default=None, ge=1, le=65536)
     rerank_factor: int | None = Field(default=None, ge=1, le=64)
     fusion: FusionWeights | None = None
+    include_generated: bool = Field(
+        default=True, description="Also match pictures generated from items' texts; false: "
+        "real pictures only (such items can still match by their text)")
 
 
 class SearchRequest(SearchOptions):

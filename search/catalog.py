@@ -80,6 +80,7 @@ class VectorInfo:
     text: str | None
     image_ref: str | None
     attributes: dict[str, Any]
+    image_generated: bool = False  # image_ref is a picture generated from the text
 
 
 def _chunks(values: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
@@ -381,15 +382,11 @@ class Catalog:
             return ids
 
     def vector_ids(self, collection_id: int, *, modalities: Sequence[str] | None = None,
-                   filters: list[Filter] | None = None,
+                   filters: list[Filter] | None = None, sources: Sequence[str] | None = None,
                    within: np.ndarray | None = None) -> np.ndarray:
         """Ids of the collection's vectors whose item passes `filters` (int64, sorted)."""
-        query = select(VectorRow.id).where(VectorRow.collection_id == collection_id)
-        if modalities:
-            query = query.where(VectorRow.modality.in_(list(modalities)))
-        clause = filter_clause(filters or [], self.engine.dialect.name)
-        if clause is not None:
-            query = query.join(ItemRow, ItemRow.id == VectorRow.item_id).where(clause)
+        query = self._vectors_where(select(VectorRow.id), collection_id, modalities, filters,
+                                    sources)
         with self.session() as s:
             if within is None:
                 ids = list(s.scalars(query))
@@ -400,15 +397,25 @@ class Catalog:
         return np.array(sorted(ids), dtype=np.int64)
 
     def count_vectors(self, collection_id: int, *, modalities: Sequence[str] | None = None,
-                      filters: list[Filter] | None = None) -> int:
-        query = select(func.count(VectorRow.id)).where(VectorRow.collection_id == collection_id)
+                      filters: list[Filter] | None = None,
+                      sources: Sequence[str] | None = None) -> int:
+        query = self._vectors_where(select(func.count(VectorRow.id)), collection_id,
+                                    modalities, filters, sources)
+        with self.session() as s:
+            return int(s.scalar(query) or 0)
+
+    def _vectors_where(self, query, collection_id: int, modalities: Sequence[str] | None,
+                       filters: list[Filter] | None, sources: Sequence[str] | None):
+        """`query` over VectorRow narrowed to a collection, modalities, sources, filters."""
+        query = query.where(VectorRow.collection_id == collection_id)
         if modalities:
             query = query.where(VectorRow.modality.in_(list(modalities)))
+        if sources:
+            query = query.where(VectorRow.source.in_(list(sources)))
         clause = filter_clause(filters or [], self.engine.dialect.name)
         if clause is not None:
             query = query.join(ItemRow, ItemRow.id == VectorRow.item_id).where(clause)
-        with self.session() as s:
-            return int(s.scalar(query) or 0)
+        return query
 
     def vector_infos(self, vector_ids: Sequence[int]) -> dict[int, VectorInfo]:
         """Join vectors to their items in one query per chunk."""
@@ -425,7 +432,8 @@ class Catalog:
                 for vid, modality, source, item, generated_ref in rows:
                     image_ref = item.image_ref or generated_ref  # a real image always wins
                     infos[vid] = VectorInfo(vid, item.id, item.external_id, modality, source,
-                                            item.text, image_ref, item.attributes or {})
+                                            item.text, image_ref, item.attributes or {},
+                                            image_ref is not None and not item.image_ref)
         return infos
 
     # -- index versions, jobs, failures ---------------------------------------------

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dedupe", type=float, metavar="COS",
                         help="collapse near-duplicates at this cosine")
     parser.add_argument("--nprobe", type=int, help="IVF lists to probe (default 32)")
+    parser.add_argument("--no-generated", dest="include_generated", action="store_false",
+                        help="match real pictures only, not ones generated from texts")
     parser.add_argument("--home", type=Path, help="XMODAL_HOME (default from settings)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -50,7 +52,8 @@ def query_from_args(args: argparse.Namespace) -> SearchQuery:
     filters = tuple(parse_filters(json.loads(args.filters))) if args.filters else ()
     return SearchQuery(args.collection, tuple(parts), target=Target(args.target), k=args.k,
                        offset=args.offset, filters=filters, min_score=args.min_score,
-                       dedupe=args.dedupe, nprobe=args.nprobe)
+                       dedupe=args.dedupe, nprobe=args.nprobe,
+                       include_generated=args.include_generated)
 
 
 def render(result: SearchResult, console: Console) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search.catalog import VectorInfo
-from search.catalog_models import Modality
+from search.catalog_models import Modality, Source
 from search.collection import Collection
 from search.encoder import normalize
 from search.errors import InvalidQueryError, UnknownItemError
@@ -150,21 +150,22 @@ class Searcher:
 
     def _search_space(self, collection: Collection, space: VectorSpace, modality: Modality,
                       query: SearchQuery, vector: np.ndarray, want: int) -> dict[int, float]:
-        filters = list(query.filters)
-        if not filters:
+        filters, sources = list(query.filters), _sources(query, modality.value)
+        if not filters and sources is None:
             return _as_dict(*space.search(vector[None, :], want, self._params(query)))
         catalog, cid = collection.catalog, collection.info.id
-        matching = catalog.count_vectors(cid, modalities=[modality.value], filters=filters)
+        narrowed = {"filters": filters, "sources": sources}
+        matching = catalog.count_vectors(cid, modalities=[modality.value], **narrowed)
         if matching == 0:
             return {}
         if matching <= max(SELECTOR_MIN_IDS, SELECTOR_MAX_SHARE * space.count):
-            allowed = catalog.vector_ids(cid, modalities=[modality.value], filters=filters)
+            allowed = catalog.vector_ids(cid, modalities=[modality.value], **narrowed)
             return _as_dict(*space.search(vector[None, :], want, self._params(query, allowed)))
         # Broad filter: over-fetch in proportion to how much it rejects, then check in SQL.
         factor = min(MAX_OVERFETCH, math.ceil(2 * space.count / matching))
         found = _as_dict(*space.search(vector[None, :], want * factor, self._params(query)))
-        keep = set(catalog.vector_ids(cid, filters=filters,
-                                      within=np.fromiter(found, dtype=np.int64)).tolist())
+        keep = set(catalog.vector_ids(cid, within=np.fromiter(found, dtype=np.int64),
+                                      **narrowed).tolist())
         return {vid: score for vid, score in found.items() if vid in keep}
 
     # -- per-item fusion and metadata ----------------------------------------------------
@@ -176,7 +177,9 @@ class Searcher:
             by_item[info.item_id].append(info)
         exact = dict(scores)
         if query.target is Target.ANY:
-            siblings = collection.catalog.item_vectors(list(by_item))
+            siblings = {item: [e for e in entries if _allowed(query, e[1], e[2])]
+                        for item, entries in collection.catalog.item_vectors(list(by_item))
+                        .items()}
             exact.update(self._sibling_scores(collection, siblings, vector, exact))
             for item_id, entries in siblings.items():
                 by_item[item_id] = [_with_vector(by_item[item_id][0], vid, m, src)
@@ -213,10 +216,8 @@ class Searcher:
         score = sum(weights[m] * s for m, s in per_modality.items()) / total_weight
         matched = max(per_modality, key=lambda m: weights[m] * per_modality[m])
         top = best[matched]
-        generated = best.get(Modality.IMAGE.value)
         return Hit(top.item_id, top.external_id, float(score), matched, top.text,
-                   top.image_ref, top.attributes,
-                   bool(generated and generated.source == "generated"), per_modality)
+                   top.image_ref, top.attributes, top.image_generated, per_modality)
 
     @staticmethod
     def _dedupe(collection: Collection, hits: list[Hit], threshold: float) -> list[Hit]:
@@ -239,7 +240,19 @@ class Searcher:
 
 def _with_vector(info: VectorInfo, vector_id: int, modality: str, source: str) -> VectorInfo:
     return VectorInfo(vector_id, info.item_id, info.external_id, modality, source, info.text,
-                      info.image_ref, info.attributes)
+                      info.image_ref, info.attributes, info.image_generated)
+
+
+def _sources(query: SearchQuery, modality: str) -> list[str] | None:
+    """The vector sources a query may match in one modality; None: any."""
+    if query.include_generated or modality != Modality.IMAGE.value:
+        return None
+    return [Source.ORIGINAL.value]
+
+
+def _allowed(query: SearchQuery, modality: str, source: str) -> bool:
+    sources = _sources(query, modality)
+    return sources is None or source in sources
 
 
 def _as_dict(scores: np.ndarray, ids: np.ndarray) -> dict[int, float]:

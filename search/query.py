@@ -63,6 +63,9 @@ class SearchQuery:
     nprobe: int | None = None
     rerank_factor: int | None = None
     fusion: Fusion = field(default_factory=Fusion)
+    # False: pictures generated from an item's text are not searched (the item can still
+    # be found by its text); real pictures only, e.g. so that drawings never crowd photos.
+    include_generated: bool = True
 
     def __post_init__(self) -> None:
         if not self.parts:

@@ -68,12 +68,14 @@ class ImageSearchForm(BaseModel):
                                     description="JSON object, as in /v1/search")
     min_score: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
     dedupe: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    include_generated: bool = True
 
     def options(self) -> SearchOptions:
         try:
             filters = json.loads(self.filters) if self.filters else None
             return SearchOptions(target=self.target, k=self.k, offset=self.offset,
-                                 filters=filters, min_score=self.min_score, dedupe=self.dedupe)
+                                 filters=filters, min_score=self.min_score, dedupe=self.dedupe,
+                                 include_generated=self.include_generated)
         except (json.JSONDecodeError, ValidationError) as exc:
             raise InvalidQueryError(f"filters: {exc}") from None
 

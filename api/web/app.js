@@ -85,6 +85,7 @@ function commonOptions() {
     target: $("target").value,
     k: Math.min(1000, Math.max(1, parseInt($("k").value, 10) || 24)),
     filters: parseFilters($("filters").value),
+    include_generated: $("include-generated").checked,
   };
 }
 
@@ -114,6 +115,7 @@ async function searchImage(file) {
     form.append("collection", options.collection);
     form.append("target", options.target);
     form.append("k", String(options.k));
+    form.append("include_generated", String(options.include_generated));
     if (options.filters) form.append("filters", JSON.stringify(options.filters));
     return callApi("v1/search/image", { method: "POST", body: form });
   });

@@ -95,6 +95,22 @@ def test_generated_items_show_provenance_and_serve_their_image(client):
         "real": False, "t1": True, "t2": True}
 
 
+def test_include_generated_false_matches_real_pictures_only(client):
+    body = {"collection": "gen", "text": "red apple", "k": 3, "include_generated": False}
+    images = client.post("/v1/search", json={**body, "target": "image"}).json()["hits"]
+    assert [h["external_id"] for h in images] == ["real"]
+    fused = client.post("/v1/search", json=body).json()["hits"]
+    by_id = {h["external_id"]: h for h in fused}
+    assert set(by_id) == {"real", "t1", "t2"} and by_id["t1"]["generated"] is True
+    assert set(by_id["t1"]["scores"]) == {"text"} and by_id["t1"]["image_url"]
+    upload = client.post("/v1/search/image", files={"image": ("q.png", _png(), "image/png")},
+                         data={"collection": "gen", "target": "image", "k": "3",
+                               "include_generated": "false"})
+    assert [h["external_id"] for h in upload.json()["hits"]] == ["real"]
+    bad = client.post("/v1/search", json={**body, "include_generated": "maybe"})
+    assert bad.status_code == 422
+
+
 def test_unavailable_generator_is_a_503_naming_it_and_the_service_stays_up(settings):
     config = ApiConfig(generator="house", generator_model="/nonexistent/gen.safetensors")
     with open_client(settings, config) as client:

@@ -138,3 +138,25 @@ def test_generated_badge(page):
     page.press("#query", "Enter")
     page.wait_for_selector("li.hit .badge.generated")
     assert page.inner_text("li.hit .text") == "a drawn <b>cat</b>"  # text, never HTML
+
+
+def test_generated_pictures_box_is_sent(page):
+    page.click("#options summary")
+    assert page.is_checked("#include-generated")
+    page.uncheck("#include-generated")
+    page.fill("#query", "product")
+    with page.expect_request("**/v1/search") as typed:
+        page.press("#query", "Enter")
+    assert typed.value.post_data_json["include_generated"] is False
+    # Chromium does not expose multipart bodies with files: read the FormData as sent.
+    page.evaluate("""() => { const send = window.fetch; window.sentForms = [];
+        window.fetch = (url, options) => {
+            if (options && options.body instanceof FormData)
+                window.sentForms.push(options.body.get('include_generated'));
+            return send(url, options); }; }""")
+    page.set_input_files("#image-input", files=[
+        {"name": "query.png", "mimeType": "image/png", "buffer": png_bytes(5)}])
+    page.wait_for_function("window.sentForms.length > 0")
+    assert page.evaluate("window.sentForms") == ["false"]
+    page.wait_for_selector("li.hit")
+    assert page.is_hidden("#error")

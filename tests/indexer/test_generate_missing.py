@@ -33,6 +33,7 @@ def test_generate_missing_end_to_end(ws, tmp_path, tiny_model):
     generated = {h.external_id for h in hits if h.generated}
     assert generated == {"sku-5", "sku-11", "sku-17"}
     assert all(h.image_ref for h in hits)
+    _check_real_pictures_only(ws)
     assert index_source(ws, "shop", source, options=options).generated == 0  # idempotent
     # a new text regenerates; a real image replaces the generated one
     rows = [json.loads(line) for line in source.read_text().splitlines()]
@@ -45,6 +46,22 @@ def test_generate_missing_end_to_end(ws, tmp_path, tiny_model):
     assert replaced["generation"] is None
     assert {(v["modality"], v["source"]) for v in replaced["vectors"]} == {
         ("text", "original"), ("image", "original")}
+
+
+def _check_real_pictures_only(ws):
+    """include_generated=False: the exact ranking with generated pictures taken out."""
+    searcher = Searcher(ws)
+    every = searcher.search(SearchQuery.text("shop", "product", target=Target.IMAGE, k=100))
+    real = searcher.search(SearchQuery.text("shop", "product", target=Target.IMAGE, k=100,
+                                            include_generated=False))
+    expected = [(h.external_id, h.score) for h in every.hits if not h.generated]
+    assert [(h.external_id, h.score) for h in real.hits] == expected and len(expected) == 15
+    fused = searcher.search(SearchQuery.text("shop", "product", k=100,
+                                             include_generated=False)).hits
+    text_only = {h.external_id: h for h in fused if h.generated}
+    assert set(text_only) == {"sku-5", "sku-11", "sku-17"}  # still found, by their text
+    assert all(set(h.scores) == {"text"} and h.image_ref for h in text_only.values())
+    assert all(set(h.scores) == {"image", "text"} for h in fused if not h.generated)
 
 
 def test_bad_generator_fails_before_any_item_is_indexed(ws, tmp_path, capsys):
