@@ -154,18 +154,20 @@ class Searcher:
         if not filters and sources is None:
             return _as_dict(*space.search(vector[None, :], want, self._params(query)))
         catalog, cid = collection.catalog, collection.info.id
-        narrowed = {"filters": filters, "sources": sources}
-        matching = catalog.count_vectors(cid, modalities=[modality.value], **narrowed)
+        modalities = [modality.value]
+        matching = catalog.count_vectors(cid, modalities=modalities, filters=filters,
+                                         sources=sources)
         if matching == 0:
             return {}
         if matching <= max(SELECTOR_MIN_IDS, SELECTOR_MAX_SHARE * space.count):
-            allowed = catalog.vector_ids(cid, modalities=[modality.value], **narrowed)
+            allowed = catalog.vector_ids(cid, modalities=modalities, filters=filters,
+                                         sources=sources)
             return _as_dict(*space.search(vector[None, :], want, self._params(query, allowed)))
         # Broad filter: over-fetch in proportion to how much it rejects, then check in SQL.
         factor = min(MAX_OVERFETCH, math.ceil(2 * space.count / matching))
         found = _as_dict(*space.search(vector[None, :], want * factor, self._params(query)))
-        keep = set(catalog.vector_ids(cid, within=np.fromiter(found, dtype=np.int64),
-                                      **narrowed).tolist())
+        keep = set(catalog.vector_ids(cid, filters=filters, sources=sources,
+                                      within=np.fromiter(found, dtype=np.int64)).tolist())
         return {vid: score for vid, score in found.items() if vid in keep}
 
     # -- per-item fusion and metadata ----------------------------------------------------
