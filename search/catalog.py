@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, Select, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -404,8 +404,9 @@ class Catalog:
         with self.session() as s:
             return int(s.scalar(query) or 0)
 
-    def _vectors_where(self, query, collection_id: int, modalities: Sequence[str] | None,
-                       filters: list[Filter] | None, sources: Sequence[str] | None):
+    def _vectors_where(self, query: Select, collection_id: int,
+                       modalities: Sequence[str] | None, filters: list[Filter] | None,
+                       sources: Sequence[str] | None) -> Select:
         """`query` over VectorRow narrowed to a collection, modalities, sources, filters."""
         query = query.where(VectorRow.collection_id == collection_id)
         if modalities:

@@ -179,9 +179,10 @@ class Searcher:
             by_item[info.item_id].append(info)
         exact = dict(scores)
         if query.target is Target.ANY:
-            siblings = {item: [e for e in entries if _allowed(query, e[1], e[2])]
-                        for item, entries in collection.catalog.item_vectors(list(by_item))
-                        .items()}
+            siblings = collection.catalog.item_vectors(list(by_item))
+            if not query.include_generated:  # generated vectors are images, never texts
+                siblings = {item: [e for e in entries if e[2] != Source.GENERATED.value]
+                            for item, entries in siblings.items()}
             exact.update(self._sibling_scores(collection, siblings, vector, exact))
             for item_id, entries in siblings.items():
                 by_item[item_id] = [_with_vector(by_item[item_id][0], vid, m, src)
@@ -250,11 +251,6 @@ def _sources(query: SearchQuery, modality: str) -> list[str] | None:
     if query.include_generated or modality != Modality.IMAGE.value:
         return None
     return [Source.ORIGINAL.value]
-
-
-def _allowed(query: SearchQuery, modality: str, source: str) -> bool:
-    sources = _sources(query, modality)
-    return sources is None or source in sources
 
 
 def _as_dict(scores: np.ndarray, ids: np.ndarray) -> dict[int, float]:
