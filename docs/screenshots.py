@@ -53,8 +53,8 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--collection", default="emoji")
     parser.add_argument("--text", default="red apple")
-    parser.add_argument("--image", type=Path, default=SAMPLE / "images" / "twitter" / "1f355.png",
-                        help="query image (default: Twemoji's pizza)")
+    parser.add_argument("--image", type=Path, default=SAMPLE / "images" / "twitter" / "1f33b.png",
+                        help="query image (default: Twemoji's sunflower)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     for path in take(args.url, args.collection, args.text, args.image, args.out):
