@@ -52,7 +52,7 @@ class JobRunner:
     def __init__(self, collection: Collection, kind: str, params: dict[str, Any],
                  options: IndexOptions, report_dir: Path) -> None:
         self.collection, self.options = collection, options
-        self.job_id = collection.catalog.start_job(collection.info.id, kind, params)
+        self.job_id = collection.catalog.history.start_job(collection.info.id, kind, params)
         self.summary = JobSummary(self.job_id, collection.name)
         self.report_path = options.report_path or report_dir / f"job-{self.job_id}.jsonl"
         self.seen: set[str] = set()
@@ -137,6 +137,6 @@ class JobRunner:
         self.summary.report = str(self.report_path) if self.summary.failed else None
         counts = {k: v for k, v in self.summary.as_dict().items()
                   if isinstance(v, int | float) and k != "job_id"}
-        self.collection.catalog.finish_job(self.job_id, status=status, counts=counts,
+        self.collection.catalog.history.finish_job(self.job_id, status=status, counts=counts,
                                            error=error)
         return self.summary

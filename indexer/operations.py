@@ -106,5 +106,5 @@ def collection_status(workspace: Workspace, collection_name: str) -> dict[str, A
     catalog, cid = workspace.catalog, collection.info.id
     return {"collection": collection_name, "model": collection.encoder.name,
             "weights": collection.encoder.weights.identity, "dim": collection.info.dim,
-            "counts": collection.stats(), "recent_jobs": catalog.recent_jobs(cid, 5),
-            "recent_failures": catalog.recent_failures(cid, 10)}
+            "counts": collection.stats(), "recent_jobs": catalog.history.recent_jobs(cid, 5),
+            "recent_failures": catalog.history.recent_failures(cid, 10)}

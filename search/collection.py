@@ -133,7 +133,7 @@ class Collection:
 
     def record_failures(self, failures: Sequence[ItemFailure], job_id: int | None) -> None:
         if failures:
-            self.catalog.record_failures(self.info.id, job_id,
+            self.catalog.history.record_failures(self.info.id, job_id,
                                          [(f.external_id, f.stage, f.reason) for f in failures])
 
     def _embed(self, todo: list[PreparedItem], item_ids: list[int]) -> None:
@@ -227,7 +227,7 @@ class Collection:
 
     def _record(self, manifests: dict[Modality, IndexManifest]) -> None:
         for modality, manifest in manifests.items():
-            self.catalog.record_index_version(
+            self.catalog.history.record_index_version(
                 self.info.id, version=f"{modality.value}/{manifest.version}",
                 spec=manifest.spec, vector_count=manifest.count,
                 model_identity=self.encoder.identity)

@@ -92,7 +92,7 @@ def test_bad_input_is_reported_and_nothing_stored_is_damaged(ws, tmp_path):
     assert sum("malformed JSON" in f["reason"] for f in failures) == 1
     assert sum("missing id column" in f["reason"] for f in failures) == 1
     assert snapshot(ws, "shop") == before  # sku-0's duplicate did not overwrite it
-    stored = ws.catalog.recent_failures(ws.collection("shop").info.id, 50)
+    stored = ws.catalog.history.recent_failures(ws.collection("shop").info.id, 50)
     assert {f["external_id"] for f in stored} >= {"bad-truncated", "bad-missing", "bad-bomb"}
 
 

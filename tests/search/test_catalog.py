@@ -140,16 +140,17 @@ def test_delete_items_returns_their_vectors(catalog, collection):
 
 
 def test_jobs_failures_and_index_versions(catalog, collection):
-    job = catalog.start_job(collection.id, "add", {"source": "x.jsonl"})
-    catalog.record_failures(collection.id, job, [("bad", "decode", "truncated JPEG")])
-    catalog.finish_job(job, status="done", counts={"new": 3})
-    assert catalog.recent_jobs(collection.id)[0]["counts"] == {"new": 3}
-    assert catalog.recent_failures(collection.id)[0]["reason"] == "truncated JPEG"
-    catalog.record_index_version(collection.id, version="v1", spec="Flat", vector_count=3,
+    history = catalog.history
+    job = history.start_job(collection.id, "add", {"source": "x.jsonl"})
+    history.record_failures(collection.id, job, [("bad", "decode", "truncated JPEG")])
+    history.finish_job(job, status="done", counts={"new": 3})
+    assert history.recent_jobs(collection.id)[0]["counts"] == {"new": 3}
+    assert history.recent_failures(collection.id)[0]["reason"] == "truncated JPEG"
+    history.record_index_version(collection.id, version="v1", spec="Flat", vector_count=3,
                                  model_identity="m|w")
-    catalog.record_index_version(collection.id, version="v2", spec="Flat", vector_count=5,
+    history.record_index_version(collection.id, version="v2", spec="Flat", vector_count=5,
                                  model_identity="m|w")
-    assert catalog.current_index_version(collection.id)["version"] == "v2"
+    assert history.current_index_version(collection.id)["version"] == "v2"
 
 
 def test_sqlite_uses_wal(tmp_path):

@@ -222,7 +222,7 @@ def test_bad_items_are_reported_and_the_rest_go_on(workspace, shop):
     # p1 was not damaged by its corrupt update
     assert workspace.catalog.get_item(shop.info.id, "p1")["text"] == ITEMS[1].text
     assert _ids(Searcher(workspace).search(SearchQuery.text("shop", "fruit"))) == _ids(before)
-    failures = workspace.catalog.recent_failures(shop.info.id)
+    failures = workspace.catalog.history.recent_failures(shop.info.id)
     assert {f["external_id"] for f in failures} == {"p1", None, "empty", "fresh"}
 
 
