@@ -19,7 +19,7 @@ from api.routes import collections, compat, generate, health, items, media, sear
 from api.routes.compat import KnnRequest, MetadataRequest
 from api.schemas import ItemWrite
 from api.services import Services
-from search.settings import Settings
+from search import Settings
 
 DESCRIPTION = """Cross-modal (text <-> image) search over your collections.
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from api.config import ApiConfig
-from search.settings import Settings
+from search import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:

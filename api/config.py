@@ -11,7 +11,7 @@ import math
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from search.media import DecodeLimits, MiB
+from search import DecodeLimits, MiB
 
 # base64 turns 3 bytes into 4; JSON framing and the other fields need a little more.
 _BASE64_RATIO = 4 / 3

@@ -11,8 +11,7 @@ from fastapi.security import APIKeyHeader
 from api.config import ApiConfig
 from api.problems import ApiError
 from api.services import Services
-from search.engine import Searcher
-from search.workspace import Workspace
+from search import Searcher, Workspace
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="Required by write endpoints when the server "

@@ -21,7 +21,7 @@ import httpx
 
 from api.config import ApiConfig
 from api.problems import ApiError
-from search.errors import ImageTooLargeError
+from search import ImageTooLargeError
 
 Resolver = Callable[[str, int], list[str]]
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -10,8 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from search.live import Change
-from search.workspace import Workspace
+from search import Change, Workspace
 
 # Seconds; dense around the 20/60 ms latency goals.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1,

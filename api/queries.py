@@ -24,11 +24,19 @@ from api.schemas import (
     SearchResponse,
     Timings,
 )
-from search.collection import Collection
-from search.errors import CorruptImageError, ImageTooLargeError, InvalidQueryError
-from search.filters import parse_filters
-from search.media import decode_image
-from search.query import Fusion, Hit, QueryPart, SearchQuery, SearchResult
+from search import (
+    Collection,
+    CorruptImageError,
+    Fusion,
+    Hit,
+    ImageTooLargeError,
+    InvalidQueryError,
+    QueryPart,
+    SearchQuery,
+    SearchResult,
+    decode_image,
+    parse_filters,
+)
 
 THUMBNAIL_SIZE = 256
 _DATA_URL = re.compile(r"^data:[\w/+.\-]*(;[\w=\-]+)*;base64,", re.IGNORECASE)

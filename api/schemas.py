@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from search.query import MAX_K, Target
+from search import MAX_K, Target
 
 MAX_TEXT = 100_000  # hard cap; ApiConfig.max_text_chars is usually far lower
 MAX_VECTOR_DIM = 4096

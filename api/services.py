@@ -19,12 +19,15 @@ from api.fetch import ImageFetcher
 from api.metrics import Metrics
 from api.problems import ApiError
 from api.ratelimit import RateLimiter
-from search.engine import Searcher
-from search.errors import XmodalError
-from search.generate import ImageGenerator, load_generator
-from search.live import CollectionRefresher
-from search.settings import Settings
-from search.workspace import Workspace
+from search import (
+    CollectionRefresher,
+    ImageGenerator,
+    Searcher,
+    Settings,
+    Workspace,
+    XmodalError,
+    load_generator,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

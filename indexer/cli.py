@@ -12,9 +12,7 @@ from rich.console import Console
 
 from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
-from search.errors import XmodalError
-from search.settings import Settings
-from search.workspace import Workspace
+from search import Settings, Workspace, XmodalError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -10,8 +10,7 @@ import numpy as np
 
 from indexer.pipeline import IndexOptions, KnownHashes, Prepared, chunked
 from indexer.readers import RowError, SourceRecord
-from search.collection import Collection
-from search.preparing import PrepareContext, PreparedItem, embed_prepared, prepare_or_fail
+from search import Collection, PrepareContext, PreparedItem, embed_prepared, prepare_or_fail
 
 
 class EmbedActor:
@@ -19,7 +18,7 @@ class EmbedActor:
 
     def __init__(self, ctx: PrepareContext, model: str, pretrained: str | None,
                  device: str) -> None:
-        from search.encoder import load_encoder
+        from search import load_encoder
 
         self.ctx = ctx
         self.encoder = load_encoder(model, pretrained, device=device)

@@ -16,8 +16,7 @@ from tqdm import tqdm
 
 from indexer.pipeline import IndexOptions, Prepared
 from indexer.readers import RowError
-from search.collection import AddReport, Collection
-from search.preparing import ItemFailure, PreparedItem
+from search import AddReport, Collection, ItemFailure, PreparedItem
 
 
 @dataclass

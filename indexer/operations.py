@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING, Any
 from indexer.jobs import JobRunner, JobSummary
 from indexer.pipeline import IndexOptions, local_preparer
 from indexer.readers import IMAGE_SUFFIXES, ColumnMap, open_source
-from search.collection import Collection
-from search.errors import UnknownCollectionError
-from search.workspace import Workspace
+from search import Collection, UnknownCollectionError, Workspace
 
 if TYPE_CHECKING:
-    from search.generate import ImageGenerator
+    from search import ImageGenerator
 
 
 def count_rows(source: Path) -> int | None:
@@ -76,7 +74,7 @@ def index_source(workspace: Workspace, collection_name: str, source: Path, *,
 
 
 def _load_generator(workspace: Workspace, options: IndexOptions) -> ImageGenerator:
-    from search.generate import load_generator
+    from search import load_generator
 
     return load_generator(options.generator, options.generator_model,
                           device=workspace.settings.device, offline=workspace.settings.offline)
@@ -84,7 +82,7 @@ def _load_generator(workspace: Workspace, options: IndexOptions) -> ImageGenerat
 
 def _generate(collection: Collection, generator: ImageGenerator, runner: JobRunner,
               options: IndexOptions) -> None:
-    from search.backfill import generate_missing
+    from search import generate_missing
 
     report = generate_missing(collection, generator, batch_size=options.batch_size,
                               job_id=runner.job_id)

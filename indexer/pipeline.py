@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 from indexer.readers import RowError, SourceRecord
-from search.collection import Collection
-from search.preparing import ItemFailure, PrepareContext, PreparedItem, prepare_or_fail
+from search import Collection, ItemFailure, PrepareContext, PreparedItem, prepare_or_fail
 
 Prepared = PreparedItem | ItemFailure | RowError
 KnownHashes = Callable[[list[str]], dict[str, str]]

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.errors import InvalidInputError
-from search.preparing import NewItem
+from search import InvalidInputError, NewItem
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 TEXT_CANDIDATES = ("text", "title", "caption", "description", "name")

@@ -14,12 +14,7 @@ import torch
 from tqdm import tqdm
 
 from indexer.pipeline import IndexOptions
-from search.catalog_models import Modality
-from search.collection import Collection
-from search.locks import collection_write_lock
-from search.media import decode_image
-from search.preparing import content_hash
-from search.workspace import Workspace
+from search import Collection, Modality, Workspace, content_hash, decode_image
 
 
 def rebuild_index(workspace: Workspace, name: str, spec: str | None = None) -> dict[str, Any]:
@@ -44,7 +39,7 @@ def reindex_model(workspace: Workspace, name: str, model: str, pretrained: str |
     new model's spaces are kept), switched atomically at the end."""
     options = options or IndexOptions()
     current = workspace.collection(name)
-    with collection_write_lock(current.root):
+    with current.write_lock():
         target = _target(workspace, current, model, pretrained)
         hashes: dict[int, str] = {}
         total = current.catalog.collection_counts(current.info.id)["items"]

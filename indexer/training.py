@@ -13,12 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from search.encoder import resolve_device
-from search.errors import InvalidInputError
-from search.house.evaluate import EvalSet, evaluate
-from search.house.train import TrainConfig, parse_from, train_clip
-from search.media import decode_image
-from search.workspace import Workspace
+from indexer.house.evaluate import EvalSet, evaluate
+from indexer.house.train import TrainConfig, parse_from, train_clip
+from search import InvalidInputError, Workspace, decode_image, resolve_device
 
 DEFAULT_EVAL_LIMIT = 5000  # n x n similarities: 5k items is 100 MB and a few seconds
 

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.catalog import VectorInfo
-from search.catalog_models import Modality, Source
-from search.collection import Collection
-from search.encoder import normalize
+from search.catalog.catalog import VectorInfo
+from search.catalog.models import Modality, Source
+from search.collection.collection import Collection
 from search.errors import InvalidQueryError, UnknownItemError
 from search.media import decode_image
+from search.models.encoder import normalize
 from search.query import Hit, QueryPart, SearchQuery, SearchResult, Target
-from search.space import VectorSpace
-from search.vectors import SearchParams
+from search.vectors.index import SearchParams
+from search.vectors.space import VectorSpace
 from search.workspace import Workspace
 
 # A filter matching at most this share of a space is applied inside FAISS (id selector);

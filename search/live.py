@@ -16,7 +16,7 @@ collection is opened afresh and swapped into the workspace's cache. Queries alre
 running keep the object they started with, so none of them fails mid-flight.
 
 Checks are lock-free (a directory listing and a small file per space); catching up
-happens under the collection's write lock (`search.locks`), so a writer's compaction
+happens under the collection's write lock (`search.collection.locks`), so a writer's compaction
 and the index version it saves next are seen together, never half.
 """
 
@@ -33,13 +33,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from search.catalog import Catalog
-from search.catalog_models import CollectionRow
-from search.collection import Collection
+from search.catalog.catalog import Catalog
+from search.catalog.models import CollectionRow
+from search.collection.collection import Collection
+from search.collection.locks import collection_write_lock
 from search.errors import UnknownCollectionError, XmodalError
-from search.index_versions import current_version
-from search.locks import collection_write_lock
-from search.space import VectorSpace
+from search.vectors.space import VectorSpace
+from search.vectors.versions import current_version
 from search.workspace import Workspace
 
 log = logging.getLogger(__name__)

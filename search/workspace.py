@@ -6,11 +6,12 @@ import re
 import shutil
 import threading
 
-from search.catalog import Catalog, CollectionInfo, open_catalog
-from search.collection import Collection
-from search.encoder import Encoder, load_encoder
+from search.catalog.catalog import Catalog, CollectionInfo, open_catalog
+from search.collection.collection import Collection
+from search.collection.locks import collection_write_lock
 from search.errors import InvalidInputError
 from search.media import MediaStore
+from search.models.encoder import Encoder, load_encoder
 from search.settings import Settings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -94,7 +95,8 @@ class Workspace:
 
     def drop_collection(self, name: str) -> None:
         info = self.catalog.get_collection(name)
-        with self._lock:
+        # the write lock: a writer in another process finishes before the files go
+        with collection_write_lock(self.settings.collection_dir(name)), self._lock:
             self._collections.pop(name, None)
             self.catalog.drop_collection(info.id)
             shutil.rmtree(self.settings.collection_dir(name), ignore_errors=True)

@@ -16,10 +16,7 @@ from api.schemas import (
     IndexPublic,
 )
 from api.schemas import Modality as PublicModality
-from search.catalog_models import Modality
-from search.collection import Collection
-from search.locks import collection_write_lock
-from search.workspace import Workspace
+from search import Collection, Modality, Workspace
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 NamePath = Annotated[str, Path(pattern=COLLECTION_NAME, description="Collection name")]
@@ -62,8 +59,7 @@ async def create_collection(body: CollectionCreate, services: ServicesDep,
 
 
 def _drop(workspace: Workspace, name: str) -> None:
-    with collection_write_lock(workspace.collection(name).root):
-        workspace.drop_collection(name)
+    workspace.drop_collection(name)
 
 
 @router.delete("/{name}", status_code=204, response_class=Response,

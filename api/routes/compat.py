@@ -20,9 +20,7 @@ from api.deps import ServicesDep
 from api.problems import ApiError, problem_responses
 from api.schemas import CollectionName, Finite, Int64, SafeStr
 from api.services import Services
-from search.collection import Collection
-from search.lookup import items_by_id
-from search.query import MAX_K, QueryPart, SearchQuery, Target
+from search import MAX_K, Collection, QueryPart, SearchQuery, Target, items_by_id
 
 router = APIRouter(tags=["clip-retrieval compatibility"])
 DEDUPE_COSINE = 0.94  # clip-retrieval's own near-duplicate threshold

@@ -29,9 +29,15 @@ from api.schemas import (
     VectorPublic,
 )
 from api.services import Services
-from search.collection import AddReport, Collection, NewItem
-from search.errors import ImageTooLargeError, InvalidInputError, UnknownItemError
-from search.media import decode_image
+from search import (
+    AddReport,
+    Collection,
+    ImageTooLargeError,
+    InvalidInputError,
+    NewItem,
+    UnknownItemError,
+    decode_image,
+)
 
 router = APIRouter(prefix="/v1/collections/{name}/items", tags=["items"])
 ItemPath = Annotated[str, Path(min_length=1, max_length=MAX_EXTERNAL_ID, pattern=r"^[^\x00]+$",

@@ -22,9 +22,15 @@ from api.schemas import (
     SearchResponse,
 )
 from api.services import Services
-from search.collection import Collection
-from search.errors import ImageTooLargeError, InvalidQueryError
-from search.query import MAX_K, QueryPart, SearchQuery, Target
+from search import (
+    MAX_K,
+    Collection,
+    ImageTooLargeError,
+    InvalidQueryError,
+    QueryPart,
+    SearchQuery,
+    Target,
+)
 
 router = APIRouter(prefix="/v1", tags=["search"])
 ERRORS = problem_responses(400, 403, 404, 413, 422, 503)

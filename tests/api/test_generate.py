@@ -10,9 +10,9 @@ from PIL import Image
 from api.config import ApiConfig
 from api.problems import ApiError
 from api.ratelimit import RateLimiter
-from search.backfill import generate_missing
-from search.collection import NewItem
-from search.generate import load_generator
+from search.collection.backfill import generate_missing
+from search.collection.collection import NewItem
+from search.models.generator import load_generator
 from search.settings import Settings
 from search.workspace import Workspace
 from tests.api.conftest import WRITE, build_home, open_client

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from search.collection import NewItem
+from search.collection.collection import NewItem
 from search.workspace import Workspace
 from tests.api.conftest import WRITE, build_home, open_client
 from tests.utils.corpus import catalog_items

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from api.cli import is_loopback, main, refusal
-from search.encoder import load_encoder
+from search.models.encoder import load_encoder
 from search.settings import Settings
 from tests.api.conftest import API_KEY, WRITE, build_home
 from tests.utils.corpus import catalog_items

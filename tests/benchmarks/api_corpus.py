@@ -15,10 +15,10 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from search.catalog_models import ItemRow, Modality, VectorRow, utcnow
-from search.collection import model_key
-from search.embeddings import EmbeddingStore
+from search.catalog.models import ItemRow, Modality, VectorRow, utcnow
+from search.collection.collection import model_key
 from search.settings import Settings
+from search.vectors.store import EmbeddingStore
 from search.workspace import Workspace
 from tests.utils.synthetic import clustered_unit_vectors
 

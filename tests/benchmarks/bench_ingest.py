@@ -22,8 +22,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from indexer.operations import index_source
 from indexer.pipeline import IndexOptions
-from search.encoder import load_encoder
 from search.media import decode_image
+from search.models.encoder import load_encoder
 from search.settings import Settings
 from search.workspace import Workspace
 

@@ -31,9 +31,9 @@ from pathlib import Path  # noqa: E402
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from search.embeddings import EmbeddingStore  # noqa: E402
-from search.index_versions import load_current, write_version  # noqa: E402
-from search.vectors import SearchParams, VectorIndex, choose_spec, search_reranked  # noqa: E402
+from search.vectors.index import SearchParams, VectorIndex, choose_spec, search_reranked  # noqa: E402
+from search.vectors.store import EmbeddingStore  # noqa: E402
+from search.vectors.versions import load_current, write_version  # noqa: E402
 from tests.utils.synthetic import clustered_unit_vectors, recall_at  # noqa: E402
 
 K = 10

@@ -23,7 +23,7 @@ def test_every_command_has_help_and_is_documented(capsys):
 
 
 def test_add_status_delete_reindex(tmp_path, tiny_model, capsys):
-    from search.encoder import load_encoder
+    from search.models.encoder import load_encoder
 
     model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
     source = write_catalog(tmp_path / "src", 20, broken=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from search.encoder import load_encoder
+from search.models.encoder import load_encoder
 from search.settings import Settings
 from search.workspace import Workspace
 from tests.indexer.conftest import write_catalog

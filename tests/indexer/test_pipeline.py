@@ -129,7 +129,7 @@ def test_text_corpus_and_folder_sources(ws, tmp_path):
 
 
 def test_outgrown_index_is_retrained(ws, tmp_path, monkeypatch):
-    from search import space as space_module
+    from search.vectors import space as space_module
 
     # Scale the Flat->IVF threshold down so a small corpus crosses it.
     monkeypatch.setattr(space_module, "choose_spec",

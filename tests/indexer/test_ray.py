@@ -4,7 +4,7 @@ import pytest
 
 from indexer.operations import index_source
 from indexer.pipeline import IndexOptions
-from search.encoder import load_encoder
+from search.models.encoder import load_encoder
 from search.settings import Settings
 from search.workspace import Workspace
 from tests.indexer.conftest import write_catalog

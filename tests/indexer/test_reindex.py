@@ -8,8 +8,8 @@ import torch
 from indexer import reindex
 from indexer.operations import index_source
 from indexer.pipeline import IndexOptions
-from search.encoder import load_encoder
 from search.engine import Searcher
+from search.models.encoder import load_encoder
 from search.query import SearchQuery, Target
 from tests.indexer.conftest import write_catalog
 

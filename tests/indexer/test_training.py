@@ -11,8 +11,8 @@ from indexer.cli import main
 from indexer.operations import index_source
 from indexer.pipeline import IndexOptions
 from indexer.training import collection_pairs, is_heldout
-from search.encoder import WEIGHTS_FILE
 from search.engine import Searcher
+from search.models.encoder import WEIGHTS_FILE
 from search.query import SearchQuery, Target
 from tests.utils.images import SHAPE_COLOURS, SHAPES, shape_image
 

@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import inspect
 
-from search.catalog import ItemInput, ItemState, open_catalog
+from search.catalog.catalog import ItemInput, ItemState, open_catalog
 from search.errors import CollectionExistsError, UnknownCollectionError
 from search.filters import parse_filters
 

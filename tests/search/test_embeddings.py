@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.embeddings import EmbeddingStore, Op
 from search.errors import InvalidInputError, ManifestMismatchError, StoreHistoryCompactedError
+from search.vectors.store import EmbeddingStore, Op
 from tests.utils.synthetic import clustered_unit_vectors
 
 DIM = 16

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from search.encoder import _encode_text_prefix, load_encoder, normalize
 from search.errors import UnknownModelError, WeightsUnavailableError
+from search.models.encoder import _encode_text_prefix, load_encoder, normalize
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import pytest
 from PIL import Image
 
 from search import engine as engine_module
-from search.collection import NewItem
-from search.encoder import normalize
+from search.collection.collection import NewItem
 from search.engine import Searcher
 from search.errors import (
     InvalidQueryError,
@@ -16,6 +15,7 @@ from search.errors import (
     UnknownItemError,
 )
 from search.filters import parse_filters
+from search.models.encoder import normalize
 from search.query import Fusion, QueryPart, SearchQuery, Target
 from search.workspace import Workspace
 from tests.utils.corpus import catalog_items, png_bytes

@@ -14,7 +14,7 @@ from search.errors import (
     InvalidPromptError,
     UnknownGeneratorError,
 )
-from search.generate import (
+from search.models.generator import (
     _BACKENDS,
     MAX_PROMPT_CHARS,
     MAX_PROMPTS,
@@ -120,10 +120,10 @@ def test_missing_house_weights_name_the_file_and_the_fix(tmp_path) -> None:
 
 
 def test_shipped_house_weights_missing_says_how_to_train(monkeypatch, tmp_path) -> None:
-    import search.generators.house as house
+    import search.models.generators.house as house
 
     monkeypatch.setattr(house, "shipped_weights_path", lambda: tmp_path / "absent.safetensors")
-    with pytest.raises(GeneratorUnavailableError, match="search.house.generator_train"):
+    with pytest.raises(GeneratorUnavailableError, match="indexer.house.generator_train"):
         load_generator("house", device="cpu")
 
 

@@ -14,7 +14,7 @@ import torch
 import transformers  # noqa: E402,F401
 
 from search.errors import GeneratorUnavailableError, InvalidInputError
-from search.generate import load_generator
+from search.models.generator import load_generator
 
 LATENT_SIDE = 16  # UNet sample_size; two VAE blocks halve once -> 32 px images
 

@@ -11,18 +11,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from search.encoder import RANDOM_INIT, Encoder, load_encoder
+from indexer.house.generator_eval import contact_sheet, evaluate_generator, top_k_share
+from indexer.house.generator_train import GeneratorTrainConfig, train_generator
 from search.errors import GeneratorUnavailableError
-from search.generate import load_generator
-from search.generators.house import HouseGenerator
-from search.generators.house_nets import (
+from search.models.encoder import RANDOM_INIT, Encoder, load_encoder
+from search.models.generator import load_generator
+from search.models.generators.house import HouseGenerator
+from search.models.generators.house_nets import (
     Decoder,
     Prior,
     read_generator,
     save_generator,
 )
-from search.house.generator_eval import contact_sheet, evaluate_generator, top_k_share
-from search.house.generator_train import GeneratorTrainConfig, train_generator
 from tests.utils.corpus import png_bytes
 from tests.utils.generators import TINY_NETS, tiny_generator_weights
 
@@ -120,7 +120,7 @@ def test_training_is_one_call_seeded_and_reproducible(catalog: Path, tmp_path: P
 
 
 def test_eval_reports_every_score(catalog: Path, weights: Path, tiny_encoder: Encoder) -> None:
-    from search.house.generator_data import read_catalog
+    from indexer.house.generator_data import read_catalog
 
     generator = load_generator("house", model=str(weights), device="cpu")
     items = read_catalog(catalog)

@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 
-from search.collection import NewItem
-from search.embeddings import EmbeddingStore
+from search.collection.collection import NewItem
+from search.collection.locks import collection_write_lock
 from search.engine import Searcher
 from search.live import Change, CollectionRefresher, committed_seq_on_disk
-from search.locks import collection_write_lock
 from search.query import SearchQuery
-from search.vectors import SearchParams
+from search.vectors.index import SearchParams
+from search.vectors.store import EmbeddingStore
 from search.workspace import Workspace
 from tests.utils.corpus import catalog_items
 

@@ -1,7 +1,7 @@
 """search/lookup.py: items by internal id, scoped to one collection."""
 
-from search.collection import NewItem
-from search.lookup import items_by_id
+from search.catalog.lookup import items_by_id
+from search.collection.collection import NewItem
 
 
 def test_items_by_id_is_scoped_and_complete(workspace):

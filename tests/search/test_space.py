@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from search.errors import ManifestMismatchError
-from search.space import VectorSpace
+from search.vectors.space import VectorSpace
 from tests.utils.synthetic import clustered_unit_vectors
 
 
@@ -64,6 +64,6 @@ def test_store_ids_and_retrain_rule(tmp_path, data):
 
 
 def space_params():
-    from search.vectors import SearchParams
+    from search.vectors.index import SearchParams
 
     return SearchParams()

@@ -11,7 +11,6 @@ import faiss
 import numpy as np
 import pytest
 
-from search.embeddings import EmbeddingStore
 from search.errors import (
     CorruptIndexError,
     IndexNotTrainedError,
@@ -20,14 +19,7 @@ from search.errors import (
     ManifestMismatchError,
     NoIndexError,
 )
-from search.index_versions import (
-    current_version,
-    list_versions,
-    load_current,
-    prune_versions,
-    write_version,
-)
-from search.vectors import (
+from search.vectors.index import (
     MIN_TRAIN_POINTS_PER_LIST,
     SearchParams,
     VectorIndex,
@@ -35,6 +27,14 @@ from search.vectors import (
     choose_spec,
     search_reranked,
     training_sample_size,
+)
+from search.vectors.store import EmbeddingStore
+from search.vectors.versions import (
+    current_version,
+    list_versions,
+    load_current,
+    prune_versions,
+    write_version,
 )
 from tests.utils.synthetic import clustered_unit_vectors, exact_top_k, recall_at
 

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from search.collection import NewItem
+from search.collection.collection import NewItem
 
 CATEGORIES = ["fruit", "shoes", "clothes", "toys"]
 

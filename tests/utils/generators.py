@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from search.encoder import RANDOM_INIT, load_encoder
-from search.generators.house_nets import Decoder, GeneratorConfig, Prior, save_generator
+from search.models.encoder import RANDOM_INIT, load_encoder
+from search.models.generators.house_nets import Decoder, GeneratorConfig, Prior, save_generator
 
 TINY_NETS = GeneratorConfig(embed_dim=32, image_size=32, latent_dim=8, prior_width=32,
                             prior_blocks=1, base_size=4, channels=(16, 8, 8, 8))

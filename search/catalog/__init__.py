@@ -1,0 +1,9 @@
+"""The SQL catalog: what every vector means (collections, items, vectors, generations), what
+was done to a collection (jobs, failures, index versions), and the Alembic migrations.
+
+- `catalog.py` — `Catalog`: the queries and writes, one session factory.
+- `models.py` — SQLAlchemy 2 table models; `Modality`.
+- `filter_sql.py` — metadata filters translated into SQL.
+- `history.py` — `CatalogHistory`: jobs, failures, index builds.
+- `lookup.py` — read-only item lookups by internal vector id.
+"""

@@ -1,0 +1,159 @@
+"""Preparing items for embedding: validate, hash, decode, preprocess, store media.
+
+Module-level functions over a picklable `PrepareContext`, so the same code runs inline,
+in indexer worker processes and in Ray actors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from search.errors import InvalidInputError, XmodalError
+from search.media import MediaStore, decode_image
+from search.models.encoder import Encoder
+
+ImageInput = bytes | str | Path | Image.Image
+_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
+             "TIFF": ".tif", "MPO": ".jpg"}
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An item as a caller hands it in; `image` is bytes, a file path or a PIL image."""
+
+    external_id: str
+    text: str | None = None
+    image: ImageInput | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    external_id: str | None
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PrepareContext:
+    media_root: Path
+    preprocess: Callable[[Image.Image], Any]  # the encoder's image transform
+    image_size: int
+    model_identity: str
+
+
+@dataclass
+class PreparedItem:
+    external_id: str
+    text: str | None
+    image_ref: str | None
+    attributes: dict[str, Any]
+    content_hash: str
+    has_image: bool
+    pixels: np.ndarray | None = None  # [3, H, W] float32, preprocessed
+    skipped_decode: bool = False  # unchanged by content hash: nothing decoded
+    text_vector: np.ndarray | None = None  # filled when embedded elsewhere
+    image_vector: np.ndarray | None = None
+
+
+def content_hash(model_identity: str, text: str | None, image_digest: str) -> str:
+    """What decides re-embedding: the model, the text and the image bytes."""
+    parts = [model_identity, text or "", image_digest]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _image_bytes(image: ImageInput) -> bytes:
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+    if isinstance(image, bytes):
+        return image
+    path = Path(image)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read image file {path}: {exc.strerror}") from None
+
+
+def prepare_item(item: NewItem, ctx: PrepareContext, known_hash: str | None = None
+                 ) -> PreparedItem:
+    """Raises a typed `XmodalError` saying why an item cannot be indexed."""
+    if not isinstance(item.external_id, str) or not item.external_id.strip():
+        raise InvalidInputError("missing external id")
+    text = item.text.strip() if isinstance(item.text, str) else None
+    if not text and item.image is None:
+        raise InvalidInputError("item has neither text nor image")
+    data = _image_bytes(item.image) if item.image is not None else None
+    digest = hashlib.sha256(data).hexdigest() if data is not None else ""
+    chash = content_hash(ctx.model_identity, text, digest)
+    prepared = PreparedItem(item.external_id, text or None, None, dict(item.attributes), chash,
+                            data is not None)
+    if data is None:
+        return prepared
+    if chash == known_hash:  # unchanged: skip the costly decode, keep the stored media ref
+        prepared.skipped_decode = True
+        prepared.image_ref = MediaStore(ctx.media_root).ref_for(data, _suffix(data))
+        return prepared
+    image = decode_image(data, min_side=ctx.image_size)
+    prepared.pixels = np.asarray(ctx.preprocess(image), dtype=np.float32)
+    prepared.image_ref = MediaStore(ctx.media_root).put(data, suffix=_suffix(data))
+    return prepared
+
+
+def _suffix(data: bytes) -> str:
+    try:
+        return _SUFFIXES.get(Image.open(io.BytesIO(data)).format or "", ".img")
+    except Exception:  # noqa: BLE001 - already decoded once; a suffix is cosmetic
+        return ".img"
+
+
+def prepare_or_fail(item: NewItem, ctx: PrepareContext, known_hash: str | None
+                    ) -> PreparedItem | ItemFailure:
+    try:
+        return prepare_item(item, ctx, known_hash)
+    except XmodalError as exc:
+        external_id = item.external_id if isinstance(item.external_id, str) else None
+        return ItemFailure(external_id or None, "prepare", str(exc))
+
+
+def prepare_items(items: Sequence[NewItem], ctx: PrepareContext, known: dict[str, str]
+                  ) -> tuple[list[PreparedItem], list[ItemFailure]]:
+    """Prepare a batch inline; a bad item becomes a failure and the rest go on."""
+    prepared: list[PreparedItem] = []
+    failures: list[ItemFailure] = []
+    seen: set[str] = set()
+    for item in items:
+        if item.external_id in seen:
+            failures.append(ItemFailure(item.external_id, "prepare",
+                                        "duplicate external id in the same batch"))
+            continue
+        result = prepare_or_fail(item, ctx, known.get(item.external_id))
+        if isinstance(result, ItemFailure):
+            failures.append(result)
+        else:
+            prepared.append(result)
+            seen.add(item.external_id)
+    return prepared, failures
+
+
+def embed_prepared(encoder: Encoder, items: Sequence[PreparedItem]) -> None:
+    """Fill in each item's missing vectors, in full batches, and drop the pixels."""
+    texts = [p for p in items if p.text and p.text_vector is None]
+    images = [p for p in items if p.pixels is not None and p.image_vector is None]
+    for p, vector in zip(texts, encoder.encode_texts([p.text for p in texts]), strict=True):
+        p.text_vector = vector
+    if images:
+        pixels = torch.from_numpy(np.stack([p.pixels for p in images]))  # [n, 3, H, W]
+        for p, vector in zip(images, encoder.encode_images(pixels), strict=True):
+            p.image_vector = vector
+    for p in items:
+        p.pixels = None

@@ -1,0 +1,164 @@
+"""One modality of one collection: durable embeddings plus the FAISS index over them."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from search.errors import NoIndexError, StoreHistoryCompactedError
+from search.vectors.index import SearchParams, VectorIndex, choose_spec, search_reranked
+from search.vectors.store import EmbeddingStore
+from search.vectors.versions import IndexManifest, load_current, prune_versions, write_version
+
+# Retrain when the collection has grown this much past what the IVF was sized for.
+GROWTH_BEFORE_RETRAIN = 4
+TRAIN_SAMPLE = 200_000
+
+
+def _nlist(spec: str) -> int:
+    match = re.search(r"IVF(\d+)", spec)
+    return int(match.group(1)) if match else 0
+
+
+class VectorSpace:
+    """Owns `root/embeddings` (float16 shards) and `root/index/<version>` (FAISS).
+
+    Mutations and searches take one lock: FAISS indexes are not safe to search while
+    another thread adds to them.
+    """
+
+    def __init__(self, root: Path, *, dim: int, model: str, weights: str,
+                 spec: str | None = None) -> None:
+        self.root, self.dim, self.model, self.weights = Path(root), dim, model, weights
+        self.fixed_spec = spec  # an explicit FAISS factory string overrides the auto choice
+        self.lock = threading.RLock()
+        self.store = EmbeddingStore.open(self.root / "embeddings", dim)
+        self.index, self.manifest = self._load_or_build()
+        self.seen_seq = self.store.latest_seq  # store operations the index reflects
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    def _load_or_build(self) -> tuple[VectorIndex, IndexManifest | None]:
+        try:
+            index, manifest = load_current(self.index_dir, model=self.model,
+                                           pretrained=self.weights, dim=self.dim)
+        except NoIndexError:
+            return self._train_from_store(self._target_spec()), None
+        # Replay what came after the saved version. Vector ids are never reused, so an
+        # add can go straight in.
+        for op in self.store.ops_since(manifest.store_seq):
+            if op.kind == "add":
+                index.add(op.ids, op.vectors)
+            else:
+                index.remove(op.ids)
+        return index, manifest
+
+    def _target_spec(self) -> str:
+        return self.fixed_spec or choose_spec(self.store.count, self.dim)
+
+    def _train_from_store(self, spec: str) -> VectorIndex:
+        index = VectorIndex.create(spec, self.dim)
+        if index.needs_training:
+            index.train(self._training_sample())
+        for ids, vectors in self.store.live():
+            index.add(ids, vectors)
+        return index
+
+    def _training_sample(self) -> np.ndarray:
+        keep = min(1.0, TRAIN_SAMPLE / max(self.store.count, 1))
+        rng = np.random.default_rng(0)
+        parts = [v[rng.random(len(v)) < keep] for _, v in self.store.live()]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+    # -- writes ------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        with self.lock:  # store and index change together, so rebuild() sees both
+            self.seen_seq = self.store.append(ids, vectors)
+            self.index.add(ids, vectors)
+
+    def remove(self, ids: list[int] | np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        with self.lock:
+            self.seen_seq = self.store.delete(ids)
+            self.index.remove(ids)
+
+    def sync(self) -> None:
+        """Apply store operations written by another process since we last looked."""
+        with self.lock:
+            self.store.refresh()
+            if self.store.latest_seq == self.seen_seq:
+                return
+            try:
+                ops = list(self.store.ops_since(self.seen_seq))
+            except StoreHistoryCompactedError:
+                self.index = self._train_from_store(self.index.spec)
+            else:
+                for op in ops:
+                    if op.kind == "add":
+                        self.index.add(op.ids, op.vectors)
+                    else:
+                        self.index.remove(op.ids)
+            self.seen_seq = self.store.latest_seq
+
+    def store_ids(self) -> np.ndarray:
+        return np.concatenate([ids for ids, _ in self.store.live()] or
+                              [np.zeros(0, dtype=np.int64)])
+
+    def needs_retrain(self) -> bool:
+        if self.fixed_spec is not None:
+            return False
+        wanted = choose_spec(self.store.count, self.dim)
+        current = self.index.spec
+        if (wanted == "Flat") != (current == "Flat"):
+            return True
+        return _nlist(wanted) >= _nlist(current) * GROWTH_BEFORE_RETRAIN ** 0.5 > 0
+
+    def save(self, retrain: bool | None = None) -> IndexManifest:
+        """Persist a new index version (retraining first when outgrown) and switch to it."""
+        if retrain or (retrain is None and self.needs_retrain()):
+            return self.rebuild()
+        with self.lock:
+            seq = self.store.latest_seq
+            self.manifest = write_version(self.index_dir, self.index, model=self.model,
+                                          pretrained=self.weights, store_seq=seq)
+        prune_versions(self.index_dir, keep=2)
+        return self.manifest
+
+    def rebuild(self, spec: str | None = None) -> IndexManifest:
+        """Train a new index from stored embeddings (no model run) and switch atomically;
+        searches keep using the old index until the switch."""
+        seq = self.store.latest_seq
+        fresh = self._train_from_store(spec or self._target_spec())
+        with self.lock:
+            for op in self.store.ops_since(seq):  # writes that raced with training
+                fresh.remove(op.ids)
+                if op.kind == "add":
+                    fresh.add(op.ids, op.vectors)
+            self.manifest = write_version(self.index_dir, fresh, model=self.model,
+                                          pretrained=self.weights,
+                                          store_seq=self.store.latest_seq)
+            self.index, self.seen_seq = fresh, self.store.latest_seq
+        prune_versions(self.index_dir, keep=2)
+        return self.manifest
+
+    # -- reads -------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, params: SearchParams
+               ) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            return search_reranked(self.index, self.store, queries, k, params)
+
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.get(np.asarray(ids, dtype=np.int64))
+
+    @property
+    def count(self) -> int:
+        return self.index.ntotal
