@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench-vectors bench-ingest bench-api demo clean
+.PHONY: system install test lint bench-vectors bench-ingest bench-api demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# System packages pip cannot bring (Chromium, python3-venv): apt-get as root or through
+# passwordless sudo, else one line naming the command to run. First, so it fails fast.
+system:
+	@PYTHON=$(PYTHON) bash .ci/setup-system
+
+test: system $(STAMP)
 	# faiss/torch threads spin while idle by default: ruinous on shared cores
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest $(PYTEST_ARGS)
 
