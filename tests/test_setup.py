@@ -18,6 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / ".ci" / "setup-system"
+_MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
 
 
 @pytest.fixture
@@ -75,8 +76,11 @@ def test_nothing_missing_needs_no_root_and_says_nothing(script: Path) -> None:
 
 
 def test_make_test_runs_the_setup_before_installing_and_testing() -> None:
+    # not our caller's make: under `make test` MAKEFLAGS would carry its variables in
+    environment = {k: v for k, v in os.environ.items() if k not in _MAKE_VARIABLES}
+    command = ["make", "--no-print-directory", "-n", "test"]
     result = subprocess.run(
-        ["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, check=True
+        command, cwd=REPO, env=environment, capture_output=True, text=True, check=True
     )
     lines = result.stdout.splitlines()
     setup = next(i for i, line in enumerate(lines) if ".ci/setup-system" in line)
