@@ -34,6 +34,7 @@ from search import (
     ImageTooLargeError,
     InvalidInputError,
     ItemDetail,
+    Modality,
     NewItem,
     UnknownItemError,
     Workspace,
@@ -60,7 +61,8 @@ def item_public(item: ItemDetail, root_path: str) -> ItemPublic:
         generation=GenerationPublic(generator=generation.generator, model=generation.model,
                                     prompt=generation.prompt, seed=generation.seed,
                                     created_at=generation.created_at) if generation else None,
-        vectors=[VectorPublic(modality=v.modality, source=v.source) for v in item.vectors])
+        vectors=[VectorPublic(modality=Modality(v.modality), source=v.source)
+                 for v in item.vectors])
 
 
 def new_item(external_id: str, write: ItemWrite, image: bytes | None,
