@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print(render.dumps(result))
     elif result is not None:
         # plain text when piped; rich only adds styling on a terminal
-        Console(highlight=False, soft_wrap=True).print(render.render(result), markup=False)
+        Console(highlight=False, soft_wrap=True, emoji=False).print(render.render(result),
+                                                                    markup=False)
     return code
 
 

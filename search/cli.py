@@ -71,7 +71,8 @@ def render(result: SearchResult, console: Console) -> None:
     if not console.is_terminal:
         lines = [title, *(line for rank, hit in enumerate(result.hits, 1)
                           for line in _hit_lines(rank, hit)), timings]
-        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+        console.print("\n".join(lines), markup=False, highlight=False, emoji=False,
+                      soft_wrap=True)
         return
     table = Table(title=title)
     for column in ("#", "score", "matched", "id", "text", "image", "attributes"):
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                           "total_considered": result.total_considered,
                           "took_ms": result.timings_ms}, indent=2))
     else:
-        render(result, Console())
+        render(result, Console(emoji=False))  # ":smile:" in a text stays as written
     return 0
 
 

@@ -73,7 +73,7 @@ def unicode_home(tmp_path, tiny_model):
     ws.create_collection("shop").add_items([
         NewItem("sunflower", text="sunflower 🌻", attributes={
             "emoji": "🌻", "name": "tournesol à l'été", "tags": ["fleur", "été"],
-            "markup": "[bold]not markup[/bold]", "price": 2.5})])
+            "markup": "[bold]not markup[/bold] :smile:", "price": 2.5})])
     ws.collection("shop").save()
     ws.close()
     return settings
@@ -84,7 +84,7 @@ def test_attributes_print_as_key_value_with_unicode(unicode_home, capsys):
     out = capsys.readouterr().out
     assert "1 hits" in out and "1. sunflower" in out and "text: sunflower 🌻" in out
     for line in ("emoji: 🌻", "name: tournesol à l'été", 'tags: ["fleur", "été"]',
-                 "markup: [bold]not markup[/bold]", "price: 2.5"):
+                 "markup: [bold]not markup[/bold] :smile:", "price: 2.5"):
         assert line in out
     assert "\\u" not in out and "{'" not in out and "\x1b[" not in out
 
@@ -101,7 +101,7 @@ def test_terminal_table_shows_unicode_attributes(unicode_home):
     render(result, console)
     table = console.export_text()
     assert "emoji: 🌻" in table and "name: tournesol à l'été" in table
-    assert "[bold]not markup[/bold]" in table and "\\u" not in table
+    assert "[bold]not markup[/bold] :smile:" in table and "\\u" not in table
 
 
 def test_json_stays_machine_json(unicode_home, capsys):
