@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -13,7 +14,8 @@ from api.schemas import GenerateRequest
 from search import ImageGenerator
 
 router = APIRouter(prefix="/v1", tags=["generate"])
-PNG = {200: {"content": {"image/png": {}}, "description": "The generated image (PNG)"}}
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "The generated image (PNG)"}}
 
 
 def _png(load: Callable[[], ImageGenerator],

@@ -18,7 +18,6 @@ from api.deps import ConfigDep, RunnerDep, WorkspaceDep, WriterDep
 from api.problems import ApiError, problem_responses
 from api.routes.collections import NamePath
 from api.schemas import (
-    MAX_EXTERNAL_ID,
     BatchReport,
     GenerationPublic,
     ItemBatch,
@@ -29,6 +28,7 @@ from api.schemas import (
     VectorPublic,
 )
 from search import (
+    MAX_EXTERNAL_ID,
     AddReport,
     Collection,
     ImageTooLargeError,
