@@ -97,3 +97,12 @@ def test_status_json_is_machine_json(tmp_path, tiny_model, capsys):
     assert status["counts"]["indexes"]["image"]["spec"] == "Flat"
     assert status["recent_jobs"][0]["counts"]["indexed"] == 4
     assert status["recent_jobs"][0]["status"] == "done"
+
+
+def test_other_results_print_as_key_value_lines():
+    from indexer.render import render
+
+    text = render({"out": Path("models/été"), "epochs": 2, "metrics": {"t2i_r1": 0.5},
+                   "tags": ["🌻", "x"]})
+    assert text.splitlines() == ["out: models/été", "epochs: 2", "metrics:",
+                                 "  t2i_r1: 0.5", 'tags: ["🌻", "x"]']
