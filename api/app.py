@@ -19,7 +19,7 @@ from api.routes import collections, compat, generate, health, items, media, sear
 from api.routes.compat import KnnRequest, MetadataRequest
 from api.schemas import ItemWrite
 from api.services import Services
-from search import Settings
+from search import MAX_TEXT_CHARS, Settings
 
 DESCRIPTION = """Cross-modal (text <-> image) search over your collections.
 
@@ -30,7 +30,7 @@ when the server has `XMODAL_API_KEY` set. clip-retrieval clients can use
 # Multipart form of PUT /v1/collections/{name}/items/{external_id}.
 ITEM_UPLOAD_SCHEMA = {
     "title": "ItemUpload", "type": "object", "properties": {
-        "text": {"type": "string", "maxLength": 100_000},
+        "text": {"type": "string", "maxLength": MAX_TEXT_CHARS},
         "attributes": {"type": "string", "description": "JSON object"},
         "image": {"type": "string", "format": "binary"}}}
 

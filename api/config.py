@@ -11,7 +11,14 @@ import math
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from search import DecodeLimits, MiB
+from search import (
+    MAX_GENERATED_SIDE,
+    MAX_QUERY_PARTS,
+    MAX_TEXT_CHARS,
+    MIN_GENERATED_SIDE,
+    DecodeLimits,
+    MiB,
+)
 
 # base64 turns 3 bytes into 4; JSON framing and the other fields need a little more.
 _BASE64_RATIO = 4 / 3
@@ -26,8 +33,10 @@ class ApiConfig(BaseSettings):
                                   description="Largest image accepted (upload or base64).")
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="width x height cap.")
     max_image_side: int = Field(default=20_000, ge=1, description="Longest side cap, pixels.")
-    max_text_chars: int = Field(default=2_000, ge=1, description="Longest query text.")
-    max_query_parts: int = Field(default=16, ge=1, description="Inputs of one weighted query.")
+    max_text_chars: int = Field(default=2_000, ge=1, le=MAX_TEXT_CHARS,
+                                description="Longest query text.")
+    max_query_parts: int = Field(default=16, ge=1, le=MAX_QUERY_PARTS,
+                                 description="Inputs of one weighted query.")
     max_batch_items: int = Field(default=256, ge=1, description="Items per batch write.")
     request_timeout_s: float = Field(default=30.0, gt=0, description="Per search/write call.")
     reload_interval_s: float = Field(default=0.5, gt=0,
@@ -55,7 +64,7 @@ class ApiConfig(BaseSettings):
     generator_model: str | None = Field(
         default=None, description="Its model: diffusers hub id or local path, house weights "
                                   "file (default: the shipped one).")
-    generate_max_size: int = Field(default=512, ge=16, le=2048,
+    generate_max_size: int = Field(default=512, ge=MIN_GENERATED_SIDE, le=MAX_GENERATED_SIDE,
                                    description="Largest side POST /v1/generate may ask for.")
     generate_per_minute: float = Field(
         default=30, gt=0, description="POST /v1/generate calls per client per minute "

@@ -1,53 +1,111 @@
-"""Annotated dependencies: how routes get the shared objects and the write guard."""
+"""Annotated dependencies: each route takes the few shared objects it uses, by type.
+
+Every alias resolves through one small function of the app's `Services`, so a test can
+swap any one of them with `app.dependency_overrides[get_searcher] = ...`."""
 
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from api.config import ApiConfig
+from api.fetch import ImageFetcher
+from api.metrics import Metrics
 from api.problems import ApiError
+from api.ratelimit import RateLimiter
 from api.services import Services
-from search import Searcher, Workspace
+from search import ImageGenerator, Searcher, Settings, Workspace
+
+T = TypeVar("T")
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="Required by write endpoints when the server "
                                            "has XMODAL_API_KEY set")
 
 
+class Runner(Protocol):
+    """Runs blocking engine work on a worker thread, bounded by the request timeout."""
+
+    def __call__(self, work: Callable[[], T]) -> Awaitable[T]: ...
+
+
+@dataclass(frozen=True)
+class LoadState:
+    ready: bool
+    collections: dict[str, str]  # name -> loading | loaded | failed
+
+
 def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+_ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_workspace(services: ServicesDep) -> Workspace:
+def get_workspace(services: _ServicesDep) -> Workspace:
     return services.workspace
 
 
-def get_searcher(services: ServicesDep) -> Searcher:
+def get_searcher(services: _ServicesDep) -> Searcher:
     return services.searcher
 
 
-def get_config(services: ServicesDep) -> ApiConfig:
+def get_config(services: _ServicesDep) -> ApiConfig:
     return services.config
+
+
+def get_settings(services: _ServicesDep) -> Settings:
+    return services.settings
+
+
+def get_runner(services: _ServicesDep) -> Runner:
+    return services.run
+
+
+def get_metrics(services: _ServicesDep) -> Metrics:
+    return services.metrics
+
+
+def get_fetcher(services: _ServicesDep) -> ImageFetcher:
+    return services.fetcher
+
+
+def get_generator_loader(services: _ServicesDep) -> Callable[[], ImageGenerator]:
+    # a loader, not the generator: loading is slow and runs on a worker (via the runner)
+    return services.generator
+
+
+def get_generate_limiter(services: _ServicesDep) -> RateLimiter:
+    return services.generate_limiter
+
+
+def get_load_state(services: _ServicesDep) -> LoadState:
+    return LoadState(services.ready.is_set(), dict(services.loading))
 
 
 WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]
 SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 ConfigDep = Annotated[ApiConfig, Depends(get_config)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RunnerDep = Annotated[Runner, Depends(get_runner)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+FetcherDep = Annotated[ImageFetcher, Depends(get_fetcher)]
+GeneratorLoaderDep = Annotated[Callable[[], ImageGenerator], Depends(get_generator_loader)]
+GenerateLimiterDep = Annotated[RateLimiter, Depends(get_generate_limiter)]
+LoadStateDep = Annotated[LoadState, Depends(get_load_state)]
 
 
-def require_writer(services: ServicesDep,
+def require_writer(config: ConfigDep, settings: SettingsDep,
                    api_key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
     """Writes: refused on a read-only server; need the key when one is configured."""
-    if services.config.read_only:
+    if config.read_only:
         raise ApiError(403, "read-only", "this server is read-only (XMODAL_API_READ_ONLY)")
-    expected = services.settings.api_key
+    expected = settings.api_key
     if expected is None:
         return
     given = (api_key or "").encode()

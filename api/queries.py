@@ -18,7 +18,6 @@ from PIL import Image
 from api.config import ApiConfig
 from api.schemas import (
     HitPublic,
-    Modality,
     SearchOptions,
     SearchRequest,
     SearchResponse,
@@ -31,6 +30,7 @@ from search import (
     Hit,
     ImageTooLargeError,
     InvalidQueryError,
+    Modality,
     QueryPart,
     SearchQuery,
     SearchResult,

@@ -1,26 +1,39 @@
 """Public request and response bodies; the engine's dataclasses never leave the service.
 
-Bounds here are hard caps that keep every value safe for SQL (no NUL characters, which
-PostgreSQL refuses; 64-bit integers; finite floats). Tunable limits (text length,
-number of query parts...) live in `ApiConfig` and are checked in `api/queries.py`.
+Bounds here are the engine's hard caps, imported from `search` (declared once there),
+plus what keeps every value safe for SQL (no NUL characters, which PostgreSQL refuses;
+64-bit integers; finite floats). Tunable limits (query text length, number of query
+parts...) live in `ApiConfig` and are checked in `api/queries.py`.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from search import MAX_K, Target
+from search import (
+    COLLECTION_NAME_PATTERN,
+    MAX_EXTERNAL_ID,
+    MAX_FILTER_FIELDS,
+    MAX_GENERATED_SIDE,
+    MAX_IN_VALUES,
+    MAX_K,
+    MAX_NPROBE,
+    MAX_OFFSET,
+    MAX_PROMPT_CHARS,
+    MAX_QUERY_PARTS,
+    MAX_RERANK_FACTOR,
+    MAX_TEXT_CHARS,
+    MAX_VECTOR_DIM,
+    MIN_GENERATED_SIDE,
+    Modality,
+    Target,
+)
 
-MAX_TEXT = 100_000  # hard cap; ApiConfig.max_text_chars is usually far lower
-MAX_VECTOR_DIM = 4096
-MAX_EXTERNAL_ID = 512  # items.external_id is VARCHAR(512)
-MAX_FILTER_FIELDS = 32
-MAX_IN_VALUES = 100  # an IN list becomes an OR chain in SQL; SQLite caps expression depth
+MAX_URL_CHARS = 4096  # an image_url the server may fetch (HTTP only: not an engine limit)
 
 
 def _no_nul(value: str) -> str:
@@ -56,8 +69,9 @@ Base64Image = Annotated[str, Field(description="Image bytes, base64-encoded (sta
                                                "a data: URL prefix is accepted).")]
 ExternalId = Annotated[str, Field(min_length=1, max_length=MAX_EXTERNAL_ID),
                        AfterValidator(_no_nul)]
-COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"  # as search.workspace validates
-CollectionName = Annotated[str, Field(pattern=COLLECTION_NAME, examples=["shop"])]
+CollectionName = Annotated[str, Field(pattern=COLLECTION_NAME_PATTERN, examples=["shop"])]
+QueryText = Annotated[SafeStr, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+QueryVector = Annotated[list[Finite], Field(min_length=1, max_length=MAX_VECTOR_DIM)]
 
 
 class Strict(BaseModel):
@@ -84,9 +98,9 @@ Filters = Annotated[dict[str, FilterCondition], AfterValidator(_check_filters)]
 class QueryInput(Strict):
     """One input of a weighted query: exactly one of text, image, vector, item_id."""
 
-    text: SafeStr | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    text: QueryText | None = None
     image: Base64Image | None = None
-    vector: list[Finite] | None = Field(default=None, min_length=1, max_length=MAX_VECTOR_DIM)
+    vector: QueryVector | None = None
     item_id: ExternalId | None = Field(default=None, description="Search with an item's vectors")
     weight: Finite = Field(default=1.0, ge=-100, le=100,
                            description="Negative: push results away from this input")
@@ -108,15 +122,15 @@ class SearchOptions(Strict):
     target: Target = Field(default=Target.ANY,
                            description="Modality of the vectors searched: image, text or any")
     k: int = Field(default=10, ge=1, le=MAX_K)
-    offset: int = Field(default=0, ge=0, le=9 * MAX_K)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     filters: Filters | None = Field(
         default=None, description='On attributes: {"category": "shoes"}, '
         '{"color": ["red", "blue"]}, {"price": {"gte": 10, "lte": 50}}')
     min_score: Finite | None = Field(default=None, ge=-1, le=1)
     dedupe: Finite | None = Field(default=None, gt=0, le=1,
                                   description="Collapse hits whose vectors' cosine >= this")
-    nprobe: int | None = Field(default=None, ge=1, le=65536)
-    rerank_factor: int | None = Field(default=None, ge=1, le=64)
+    nprobe: int | None = Field(default=None, ge=1, le=MAX_NPROBE)
+    rerank_factor: int | None = Field(default=None, ge=1, le=MAX_RERANK_FACTOR)
     fusion: FusionWeights | None = None
     include_generated: bool = Field(
         default=True, description="Also match pictures generated from items' texts; false: "
@@ -132,25 +146,21 @@ class SearchRequest(SearchOptions):
          "filters": {"price": {"lte": 100}}}]})
 
     collection: CollectionName
-    text: SafeStr | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    text: QueryText | None = None
     image: Base64Image | None = None
     image_url: SafeStr | None = Field(
-        default=None, max_length=4096,
+        default=None, max_length=MAX_URL_CHARS,
         description="Fetched by the server only if enabled (XMODAL_API_FETCH_IMAGE_URLS) "
                     "and the host is allow-listed")
-    vector: list[Finite] | None = Field(default=None, min_length=1, max_length=MAX_VECTOR_DIM)
-    queries: list[QueryInput] | None = Field(default=None, min_length=1, max_length=64)
+    vector: QueryVector | None = None
+    queries: list[QueryInput] | None = Field(default=None, min_length=1,
+                                             max_length=MAX_QUERY_PARTS)
 
     @model_validator(mode="after")
     def _some_input(self) -> SearchRequest:
         if not (self.text or self.image or self.image_url or self.vector or self.queries):
             raise ValueError("give text, image, image_url, vector or queries")
         return self
-
-
-class Modality(StrEnum):
-    IMAGE = "image"
-    TEXT = "text"
 
 
 class HitPublic(BaseModel):
@@ -205,7 +215,7 @@ class CollectionCreate(Strict):
 
 
 class ItemWrite(Strict):
-    text: SafeStr | None = Field(default=None, max_length=MAX_TEXT)
+    text: SafeStr | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     attributes: Attributes = Field(default_factory=dict)
     image: Base64Image | None = None
 
@@ -276,9 +286,9 @@ class Readiness(BaseModel):
 
 
 class GenerateRequest(Strict):
-    prompt: SafeStr = Field(min_length=1, max_length=1000, examples=["red apple"])
+    prompt: SafeStr = Field(min_length=1, max_length=MAX_PROMPT_CHARS, examples=["red apple"])
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Same prompt + seed + size "
                                                                 "= same image")
-    size: int | None = Field(default=None, ge=16, le=2048,
+    size: int | None = Field(default=None, ge=MIN_GENERATED_SIDE, le=MAX_GENERATED_SIDE,
                              description="Side in pixels (default: the generator's own; "
                                          "capped by the server's XMODAL_API_GENERATE_MAX_SIZE)")

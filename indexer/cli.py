@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:
             workspace, args.collection, args.source, columns=columns, options=_options(args),
             model=args.model, pretrained=args.pretrained, engine=args.engine,
             ray_address=args.ray_address)
-        return summary.as_dict(), summary.exit_code(args.strict)
+        return summary, summary.exit_code(args.strict)
     if args.command == "delete":
         return operations.delete_items(workspace, args.collection, args.ids), 0
     if args.command == "reindex" and args.model:
@@ -157,10 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     except XmodalError as exc:
         print(f"xmodal-index: {exc}", file=sys.stderr)
         return 2
+    from indexer import render  # imports the library calls: not needed for --help
+
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(render.dumps(result))
     elif result is not None:
-        Console().print(result)
+        # plain text when piped; rich only adds styling on a terminal
+        Console(highlight=False, soft_wrap=True, emoji=False).print(render.render(result),
+                                                                    markup=False)
     return code
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from indexer.pipeline import IndexOptions, Prepared
 from indexer.readers import RowError
-from search import AddReport, Collection, ItemFailure, PreparedItem
+from search import AddReport, Collection, IndexStats, ItemFailure, PreparedItem, index_stats
 
 
 @dataclass
@@ -31,10 +31,11 @@ class JobSummary:
     generated: int = 0
     seconds: float = 0.0
     items_per_s: float = 0.0
-    index: dict[str, Any] = field(default_factory=dict)
-    report: str | None = None
+    index: dict[str, IndexStats] = field(default_factory=dict)  # by modality name
+    report: str | None = None  # the failure report (JSONL), when something failed
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (what `--json` prints)."""
         return asdict(self)
 
     def exit_code(self, strict: bool) -> int:
@@ -125,10 +126,7 @@ class JobRunner:
 
     def finish(self, status: str = "done", error: str | None = None) -> JobSummary:
         if status == "done":
-            manifests = self.collection.save()
-            self.summary.index = {m.value: {"spec": man.spec, "version": man.version,
-                                            "vectors": man.count}
-                                  for m, man in manifests.items()}
+            self.summary.index = index_stats(self.collection.save())
         elapsed = time.perf_counter() - self.started
         done = self.summary.indexed + self.summary.updated + self.summary.unchanged
         self.summary.seconds = round(elapsed, 3)

@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from indexer.jobs import JobRunner, JobSummary
 from indexer.pipeline import IndexOptions, local_preparer
 from indexer.readers import IMAGE_SUFFIXES, ColumnMap, open_source
-from search import Collection, UnknownCollectionError, Workspace
+from search import (
+    Collection,
+    CollectionStats,
+    FailureRecord,
+    JobRecord,
+    UnknownCollectionError,
+    Workspace,
+)
 
 if TYPE_CHECKING:
     from search import ImageGenerator
+
+
+@dataclass(frozen=True)
+class DeleteReport:
+    collection: str
+    requested: int
+    vectors_removed: int
+
+
+@dataclass(frozen=True)
+class CollectionStatus:
+    """What `xmodal-index status` shows."""
+
+    collection: str
+    model: str
+    weights: str
+    dim: int
+    counts: CollectionStats
+    recent_jobs: list[JobRecord]
+    recent_failures: list[FailureRecord]
 
 
 def count_rows(source: Path) -> int | None:
@@ -90,19 +118,18 @@ def _generate(collection: Collection, generator: ImageGenerator, runner: JobRunn
     runner.note_failures(report.failures)
 
 
-def delete_items(workspace: Workspace, collection_name: str, external_ids: list[str]
-                 ) -> dict[str, Any]:
+def delete_items(workspace: Workspace, collection_name: str,
+                 external_ids: list[str]) -> DeleteReport:
     collection = workspace.collection(collection_name)
     removed = collection.delete_items(external_ids)
     collection.save()
-    return {"collection": collection_name, "requested": len(external_ids),
-            "vectors_removed": removed}
+    return DeleteReport(collection_name, len(external_ids), removed)
 
 
-def collection_status(workspace: Workspace, collection_name: str) -> dict[str, Any]:
+def collection_status(workspace: Workspace, collection_name: str) -> CollectionStatus:
     collection = workspace.collection(collection_name)
-    catalog, cid = workspace.catalog, collection.info.id
-    return {"collection": collection_name, "model": collection.encoder.name,
-            "weights": collection.encoder.weights.identity, "dim": collection.info.dim,
-            "counts": collection.stats(), "recent_jobs": catalog.history.recent_jobs(cid, 5),
-            "recent_failures": catalog.history.recent_failures(cid, 10)}
+    history, cid = workspace.catalog.history, collection.info.id
+    return CollectionStatus(collection_name, collection.encoder.name,
+                            collection.encoder.weights.identity, collection.info.dim,
+                            collection.stats(), history.recent_jobs(cid, 5),
+                            history.recent_failures(cid, 10))

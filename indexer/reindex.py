@@ -6,6 +6,7 @@ complete; a failed or killed reindex leaves the old version serving."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,30 @@ import torch
 from tqdm import tqdm
 
 from indexer.pipeline import IndexOptions
-from search import Collection, Modality, Workspace, content_hash, decode_image
+from search import (
+    Collection,
+    IndexStats,
+    Modality,
+    StoredItem,
+    Workspace,
+    content_hash,
+    decode_image,
+    index_stats,
+)
 
 
-def rebuild_index(workspace: Workspace, name: str, spec: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReindexReport:
+    collection: str
+    model: str  # the new encoder's identity
+    items: int
+    index: dict[str, IndexStats]  # by modality name
+
+
+def rebuild_index(workspace: Workspace, name: str,
+                  spec: str | None = None) -> dict[str, IndexStats]:
     """Train a new index version from stored embeddings (no model run) and switch to it."""
-    collection = workspace.collection(name)
-    manifests = collection.rebuild(spec)
-    return {m.value: {"spec": man.spec, "version": man.version, "vectors": man.count}
-            for m, man in manifests.items()}
+    return index_stats(workspace.collection(name).rebuild(spec))
 
 
 def _target(workspace: Workspace, collection: Collection, model: str,
@@ -34,7 +50,7 @@ def _target(workspace: Workspace, collection: Collection, model: str,
 
 
 def reindex_model(workspace: Workspace, name: str, model: str, pretrained: str | None = None,
-                  options: IndexOptions | None = None) -> dict[str, Any]:
+                  options: IndexOptions | None = None) -> ReindexReport:
     """Re-embed every item with another model; resumable (embeddings already stored in the
     new model's spaces are kept), switched atomically at the end."""
     options = options or IndexOptions()
@@ -42,7 +58,7 @@ def reindex_model(workspace: Workspace, name: str, model: str, pretrained: str |
     with current.write_lock():
         target = _target(workspace, current, model, pretrained)
         hashes: dict[int, str] = {}
-        total = current.catalog.collection_counts(current.info.id)["items"]
+        total = current.catalog.collection_counts(current.info.id).items
         with tqdm(total=total, unit="item", disable=not options.progress,
                   desc=f"re-embedding {name}") as bar:
             for batch in current.catalog.iter_items(current.info.id, options.batch_size):
@@ -54,22 +70,20 @@ def reindex_model(workspace: Workspace, name: str, model: str, pretrained: str |
                                      weights_identity=target.encoder.weights.identity,
                                      dim=target.encoder.dim, hashes=hashes)
         workspace.reopen_collection(name)
-    return {"collection": name, "model": target.encoder.identity, "items": len(hashes),
-            "index": {m.value: {"spec": man.spec, "version": man.version,
-                                "vectors": man.count} for m, man in manifests.items()}}
+    return ReindexReport(name, target.encoder.identity, len(hashes), index_stats(manifests))
 
 
-def _embed_batch(target: Collection, batch: list[dict], hashes: dict[int, str]) -> None:
+def _embed_batch(target: Collection, batch: list[StoredItem], hashes: dict[int, str]) -> None:
     encoder = target.encoder
     texts, images = [], []
     for item in batch:
-        digest = Path(item["image_ref"]).stem if item["image_ref"] else ""
-        hashes[item["item_id"]] = content_hash(encoder.identity, item["text"], digest)
-        for vector_id, modality, _ in item["vectors"]:
-            if modality == Modality.TEXT.value and item["text"]:
-                texts.append((vector_id, item["text"]))
-            elif modality == Modality.IMAGE.value and item["image_ref"]:
-                images.append((vector_id, item["image_ref"]))
+        digest = Path(item.image_ref).stem if item.image_ref else ""
+        hashes[item.item_id] = content_hash(encoder.identity, item.text, digest)
+        for vector in item.vectors:
+            if vector.modality == Modality.TEXT.value and item.text:
+                texts.append((vector.vector_id, item.text))
+            elif vector.modality == Modality.IMAGE.value and item.image_ref:
+                images.append((vector.vector_id, item.image_ref))
     _store(target, Modality.TEXT, texts, lambda values: encoder.encode_texts(values))
     _store(target, Modality.IMAGE, images, lambda refs: encoder.encode_images(torch.stack([
         encoder.preprocess(decode_image(target.media.resolve(r), min_side=encoder.image_size))

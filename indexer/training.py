@@ -39,11 +39,11 @@ def collection_pairs(workspace: Workspace, collection: str, *, holdout_percent: 
     info = workspace.catalog.get_collection(collection)
     for batch in workspace.catalog.iter_items(info.id):
         for item in batch:
-            if not (item["text"] and item["image_ref"]):
+            if not (item.text and item.image_ref):
                 continue
-            if holdout_percent and is_heldout(item["external_id"], holdout_percent) != heldout:
+            if holdout_percent and is_heldout(item.external_id, holdout_percent) != heldout:
                 continue
-            yield item["external_id"], workspace.media.resolve(item["image_ref"]), item["text"]
+            yield item.external_id, workspace.media.resolve(item.image_ref), item.text
 
 
 def train_on_collection(workspace: Workspace, collection: str, out: Path, *,

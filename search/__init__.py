@@ -15,9 +15,25 @@ by their full paths. The map:
 
 from search import errors
 from search.catalog.lookup import ItemRecord, items_by_id
-from search.catalog.models import Modality
+from search.catalog.models import MAX_EXTERNAL_ID, Modality
+from search.catalog.records import (
+    CollectionCounts,
+    FailureRecord,
+    Generation,
+    IndexVersionRecord,
+    ItemDetail,
+    JobRecord,
+    StoredItem,
+    VectorRef,
+)
 from search.collection.backfill import generate_missing, item_seed
-from search.collection.collection import AddReport, Collection
+from search.collection.collection import (
+    AddReport,
+    Collection,
+    CollectionStats,
+    IndexStats,
+    index_stats,
+)
 from search.collection.preparing import (
     ItemFailure,
     NewItem,
@@ -37,14 +53,31 @@ from search.errors import (
     UnknownItemError,
     XmodalError,
 )
-from search.filters import parse_filters
+from search.filters import MAX_FILTER_FIELDS, MAX_IN_VALUES, parse_filters
 from search.live import Change, CollectionRefresher
-from search.media import DecodeLimits, MiB, decode_image
+from search.media import THUMBNAIL_SIZES, DecodeLimits, MiB, decode_image
 from search.models.encoder import Encoder, load_encoder, resolve_device
-from search.models.generator import ImageGenerator, load_generator
-from search.query import MAX_K, Fusion, Hit, QueryPart, SearchQuery, SearchResult, Target
+from search.models.generator import MAX_PROMPT_CHARS, ImageGenerator, load_generator
+from search.models.generator import MAX_SIZE as MAX_GENERATED_SIDE
+from search.models.generator import MIN_SIZE as MIN_GENERATED_SIDE
+from search.query import (
+    MAX_DEPTH,
+    MAX_K,
+    MAX_NPROBE,
+    MAX_OFFSET,
+    MAX_QUERY_PARTS,
+    MAX_RERANK_FACTOR,
+    MAX_TEXT_CHARS,
+    MAX_VECTOR_DIM,
+    Fusion,
+    Hit,
+    QueryPart,
+    SearchQuery,
+    SearchResult,
+    Target,
+)
 from search.settings import Settings
-from search.workspace import Workspace
+from search.workspace import COLLECTION_NAME_PATTERN, Workspace
 
 __all__ = [
     "MAX_K", "AddReport", "Change", "Collection", "CollectionRefresher", "CorruptImageError",
@@ -55,4 +88,12 @@ __all__ = [
     "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing",
     "item_seed", "items_by_id", "load_encoder", "load_generator", "parse_filters",
     "prepare_or_fail", "resolve_device",
+    # typed records that cross into api/ and indexer/
+    "CollectionCounts", "CollectionStats", "FailureRecord", "Generation", "IndexStats",
+    "IndexVersionRecord", "ItemDetail", "JobRecord", "StoredItem", "VectorRef", "index_stats",
+    # limits, declared once here and taken by api/schemas.py
+    "COLLECTION_NAME_PATTERN", "MAX_DEPTH", "MAX_EXTERNAL_ID", "MAX_FILTER_FIELDS",
+    "MAX_GENERATED_SIDE", "MAX_IN_VALUES", "MAX_NPROBE", "MAX_OFFSET", "MAX_PROMPT_CHARS",
+    "MAX_QUERY_PARTS", "MAX_RERANK_FACTOR", "MAX_TEXT_CHARS", "MAX_VECTOR_DIM",
+    "MIN_GENERATED_SIDE", "THUMBNAIL_SIZES",
 ]

@@ -7,14 +7,16 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from search.engine import Searcher
 from search.errors import XmodalError
 from search.filters import parse_filters
-from search.query import QueryPart, SearchQuery, SearchResult, Target
+from search.query import Hit, QueryPart, SearchQuery, SearchResult, Target
 from search.settings import Settings
 from search.workspace import Workspace
 
@@ -56,17 +58,41 @@ def query_from_args(args: argparse.Namespace) -> SearchQuery:
                        include_generated=args.include_generated)
 
 
+def attribute_lines(attributes: dict[str, Any]) -> list[str]:
+    """`key: value`, Unicode as is; nested values as compact JSON."""
+    return [f"{key}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
+            for key, value in attributes.items()]
+
+
 def render(result: SearchResult, console: Console) -> None:
-    table = Table(title=f"{len(result.hits)} hits ({result.total_considered} considered)")
+    """A table on a terminal; plain lines when piped (no escape codes, nothing cut)."""
+    title = f"{len(result.hits)} hits ({result.total_considered} considered)"
+    timings = " ".join(f"{k}={v:.1f}" for k, v in result.timings_ms.items())
+    if not console.is_terminal:
+        lines = [title, *(line for rank, hit in enumerate(result.hits, 1)
+                          for line in _hit_lines(rank, hit)), timings]
+        console.print("\n".join(lines), markup=False, highlight=False, emoji=False,
+                      soft_wrap=True)
+        return
+    table = Table(title=title)
     for column in ("#", "score", "matched", "id", "text", "image", "attributes"):
         table.add_column(column)
     for rank, hit in enumerate(result.hits, 1):
         badge = " (generated)" if hit.generated else ""
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.modality, hit.external_id,
-                      (hit.text or "")[:60], (hit.image_ref or "") + badge,
-                      json.dumps(hit.attributes)[:60])
+        # Text(...): item data is shown as is, never read as rich markup
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.modality, Text(hit.external_id),
+                      Text((hit.text or "")[:60]), Text((hit.image_ref or "") + badge),
+                      Text("\n".join(attribute_lines(hit.attributes))))
     console.print(table)
-    console.print(" ".join(f"{k}={v:.1f}" for k, v in result.timings_ms.items()))
+    console.print(timings, markup=False)
+
+
+def _hit_lines(rank: int, hit: Hit) -> list[str]:
+    badge = " (generated)" if hit.generated else ""
+    lines = [f"{rank}. {hit.external_id}  score {hit.score:.4f}  matched {hit.modality}"]
+    lines += [f"   text: {hit.text}"] if hit.text else []
+    lines += [f"   image: {hit.image_ref}{badge}"] if hit.image_ref else []
+    return lines + [f"   {line}" for line in attribute_lines(hit.attributes)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                           "total_considered": result.total_considered,
                           "took_ms": result.timings_ms}, indent=2))
     else:
-        render(result, Console())
+        render(result, Console(emoji=False))  # ":smile:" in a text stays as written
     return 0
 
 

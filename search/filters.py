@@ -9,6 +9,9 @@ from typing import Any
 
 from search.errors import InvalidQueryError
 
+MAX_FILTER_FIELDS = 32  # attributes filtered in one query
+# An IN list becomes an OR chain in SQL, and SQLite caps expression depth.
+MAX_IN_VALUES = 100
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 Scalar = str | int | float | bool
 
@@ -48,6 +51,9 @@ def _parse_condition(field: str, op_name: str, value: Any) -> Filter:
     if op is FilterOp.IN:
         if not isinstance(value, list | tuple) or not value:
             raise InvalidQueryError(f"filter on {field!r}: 'in' needs a non-empty list")
+        if len(value) > MAX_IN_VALUES:
+            raise InvalidQueryError(f"filter on {field!r}: an 'in' list holds at most "
+                                    f"{MAX_IN_VALUES} values")
         return Filter(field, op, tuple(_check_scalar(field, v) for v in value))
     if op in RANGE_OPS and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise InvalidQueryError(f"filter on {field!r}: {op.value!r} needs a number")
@@ -57,6 +63,8 @@ def _parse_condition(field: str, op_name: str, value: Any) -> Filter:
 def parse_filters(spec: dict[str, Any] | None) -> list[Filter]:
     """`{"category": "food", "color": {"in": [...]}, "price": {"gte": 1, "lte": 9}}`."""
     filters: list[Filter] = []
+    if len(spec or {}) > MAX_FILTER_FIELDS:
+        raise InvalidQueryError(f"at most {MAX_FILTER_FIELDS} filtered attributes")
     for field, condition in (spec or {}).items():
         if not _FIELD.match(field):
             raise InvalidQueryError(f"invalid attribute name {field!r} in filters")

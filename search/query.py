@@ -12,7 +12,15 @@ from PIL import Image
 from search.errors import InvalidQueryError
 from search.filters import Filter
 
+# The engine's hard limits: api/schemas.py and the CLIs take them from here.
 MAX_K = 1000
+MAX_DEPTH = 10 * MAX_K  # offset + k: how deep a client may page
+MAX_OFFSET = MAX_DEPTH - MAX_K
+MAX_TEXT_CHARS = 100_000  # any text: a query's, an item's (the model reads only the start)
+MAX_VECTOR_DIM = 4096  # a query vector's length (it must also equal the model's dim)
+MAX_QUERY_PARTS = 64  # inputs of one weighted query
+MAX_NPROBE = 65536  # IVF lists; more than an index has is clamped to its nlist
+MAX_RERANK_FACTOR = 64
 
 
 class Target(StrEnum):
@@ -40,6 +48,10 @@ class QueryPart:
                                     "vector or item_id")
         if self.text is not None and not self.text.strip():
             raise InvalidQueryError("query text is empty")
+        if self.text is not None and len(self.text) > MAX_TEXT_CHARS:
+            raise InvalidQueryError(f"query text is over {MAX_TEXT_CHARS} characters")
+        if self.vector is not None and not 1 <= len(self.vector) <= MAX_VECTOR_DIM:
+            raise InvalidQueryError(f"a query vector has 1 to {MAX_VECTOR_DIM} values")
 
 
 @dataclass(frozen=True)
@@ -70,10 +82,16 @@ class SearchQuery:
     def __post_init__(self) -> None:
         if not self.parts:
             raise InvalidQueryError("a query needs at least one text, image, vector or item")
+        if len(self.parts) > MAX_QUERY_PARTS:
+            raise InvalidQueryError(f"a query has at most {MAX_QUERY_PARTS} inputs")
         if not 1 <= self.k <= MAX_K:
             raise InvalidQueryError(f"k must be between 1 and {MAX_K}")
-        if self.offset < 0 or self.offset + self.k > 10 * MAX_K:
-            raise InvalidQueryError(f"offset must be >= 0 and offset + k <= {10 * MAX_K}")
+        if self.offset < 0 or self.offset + self.k > MAX_DEPTH:
+            raise InvalidQueryError(f"offset must be >= 0 and offset + k <= {MAX_DEPTH}")
+        if self.nprobe is not None and not 1 <= self.nprobe <= MAX_NPROBE:
+            raise InvalidQueryError(f"nprobe must be between 1 and {MAX_NPROBE}")
+        if self.rerank_factor is not None and not 1 <= self.rerank_factor <= MAX_RERANK_FACTOR:
+            raise InvalidQueryError(f"rerank_factor must be between 1 and {MAX_RERANK_FACTOR}")
         if self.dedupe is not None and not 0 < self.dedupe <= 1:
             raise InvalidQueryError("dedupe must be a cosine threshold in (0, 1]")
 

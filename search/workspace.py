@@ -14,7 +14,8 @@ from search.media import MediaStore
 from search.models.encoder import Encoder, load_encoder
 from search.settings import Settings
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"  # also api/schemas.py's
+_NAME = re.compile(COLLECTION_NAME_PATTERN)
 
 
 def validate_collection_name(name: str) -> str:

@@ -6,29 +6,29 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from api.deps import ServicesDep, WriterDep
+from api.deps import RunnerDep, WorkspaceDep, WriterDep
 from api.problems import problem_responses
 from api.schemas import (
-    COLLECTION_NAME,
     CollectionCreate,
     CollectionList,
     CollectionPublic,
     IndexPublic,
 )
-from api.schemas import Modality as PublicModality
-from search import Collection, Modality, Workspace
+from search import COLLECTION_NAME_PATTERN, Collection, Modality, Workspace
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
-NamePath = Annotated[str, Path(pattern=COLLECTION_NAME, description="Collection name")]
+NamePath = Annotated[str, Path(pattern=COLLECTION_NAME_PATTERN,
+                               description="Collection name")]
 
 
 def collection_public(collection: Collection) -> CollectionPublic:
     stats = collection.stats()
-    indexes = [IndexPublic(modality=PublicModality(m.value), **stats[f"{m.value}_index"])
-               for m in Modality]
+    indexes = [IndexPublic(modality=m, spec=index.spec, vectors=index.vectors,
+                           version=index.version)
+               for m in Modality if (index := stats.indexes.get(m.value)) is not None]
     info = collection.info
     return CollectionPublic(name=info.name, model=info.model, pretrained=info.pretrained,
-                            dim=info.dim, items=stats["items"], vectors=stats["vectors"],
+                            dim=info.dim, items=stats.items, vectors=stats.vectors,
                             indexes=indexes)
 
 
@@ -39,23 +39,23 @@ def _list(workspace: Workspace) -> CollectionList:
 
 @router.get("", response_model=CollectionList, responses=problem_responses(503),
             summary="Every collection with its counts, model and indexes")
-async def list_collections(services: ServicesDep) -> CollectionList:
-    return await services.run(lambda: _list(services.workspace))
+async def list_collections(workspace: WorkspaceDep, run: RunnerDep) -> CollectionList:
+    return await run(lambda: _list(workspace))
 
 
 @router.get("/{name}", response_model=CollectionPublic,
             responses=problem_responses(404, 422, 503), summary="One collection")
-async def get_collection(name: NamePath, services: ServicesDep) -> CollectionPublic:
-    return await services.run(lambda: collection_public(services.workspace.collection(name)))
+async def get_collection(name: NamePath, workspace: WorkspaceDep,
+                         run: RunnerDep) -> CollectionPublic:
+    return await run(lambda: collection_public(workspace.collection(name)))
 
 
 @router.post("", response_model=CollectionPublic, status_code=201,
              responses=problem_responses(400, 401, 403, 409, 413, 422, 503),
              summary="Create an empty collection (server's default model)")
-async def create_collection(body: CollectionCreate, services: ServicesDep,
+async def create_collection(body: CollectionCreate, workspace: WorkspaceDep, run: RunnerDep,
                             _writer: WriterDep) -> CollectionPublic:
-    return await services.run(
-        lambda: collection_public(services.workspace.create_collection(body.name)))
+    return await run(lambda: collection_public(workspace.create_collection(body.name)))
 
 
 def _drop(workspace: Workspace, name: str) -> None:
@@ -65,6 +65,7 @@ def _drop(workspace: Workspace, name: str) -> None:
 @router.delete("/{name}", status_code=204, response_class=Response,
                responses=problem_responses(401, 403, 404, 422, 503),
                summary="Drop a collection with its items, vectors and indexes")
-async def drop_collection(name: NamePath, services: ServicesDep, _writer: WriterDep) -> Response:
-    await services.run(lambda: _drop(services.workspace, name))
+async def drop_collection(name: NamePath, workspace: WorkspaceDep, run: RunnerDep,
+                          _writer: WriterDep) -> Response:
+    await run(lambda: _drop(workspace, name))
     return Response(status_code=204)

@@ -9,6 +9,7 @@ is a collection name; `id` is our internal item id. Options we do not implement
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -16,11 +17,23 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api import queries
-from api.deps import ServicesDep
+from api.config import ApiConfig
+from api.deps import ConfigDep, FetcherDep, MetricsDep, RunnerDep, SearcherDep, WorkspaceDep
+from api.fetch import ImageFetcher
+from api.metrics import Metrics
 from api.problems import ApiError, problem_responses
-from api.schemas import CollectionName, Finite, Int64, SafeStr
-from api.services import Services
-from search import MAX_K, Collection, QueryPart, SearchQuery, Target, items_by_id
+from api.schemas import MAX_URL_CHARS, CollectionName, Int64, QueryVector, SafeStr
+from search import (
+    MAX_K,
+    MAX_TEXT_CHARS,
+    Collection,
+    QueryPart,
+    Searcher,
+    SearchQuery,
+    Target,
+    Workspace,
+    items_by_id,
+)
 
 router = APIRouter(tags=["clip-retrieval compatibility"])
 DEDUPE_COSINE = 0.94  # clip-retrieval's own near-duplicate threshold
@@ -32,10 +45,10 @@ class KnnRequest(BaseModel):
     embedding_input. `num_images` above 1000 is capped at 1000."""
 
     model_config = ConfigDict(extra="allow")
-    text: SafeStr | None = Field(default=None, max_length=100_000)
+    text: SafeStr | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     image: str | None = Field(default=None, description="base64 image bytes")
-    image_url: SafeStr | None = Field(default=None, max_length=4096)
-    embedding_input: list[Finite] | None = Field(default=None, min_length=1, max_length=4096)
+    image_url: SafeStr | None = Field(default=None, max_length=MAX_URL_CHARS)
+    embedding_input: QueryVector | None = None
     modality: Literal["image", "text"] = Field(description="Which index to search")
     num_images: int = Field(ge=1, le=1_000_000)
     num_result_ids: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -64,8 +77,8 @@ async def _parse(request: Request, model: type[BaseModel]) -> Any:
         raise RequestValidationError(errors) from None
 
 
-def _query_part(body: KnnRequest, services: Services, collection: Collection) -> QueryPart:
-    config = services.config
+def _query_part(body: KnnRequest, config: ApiConfig, fetcher: ImageFetcher,
+                collection: Collection) -> QueryPart:
     if body.text:
         queries.check_text(body.text, config)
         return QueryPart(text=body.text)
@@ -73,7 +86,7 @@ def _query_part(body: KnnRequest, services: Services, collection: Collection) ->
         data = queries.decode_base64(body.image, config)
         return QueryPart(image=queries.query_image(data, config, collection))
     if body.image_url:
-        data = services.fetcher.fetch(body.image_url)
+        data = fetcher.fetch(body.image_url)
         return QueryPart(image=queries.query_image(data, config, collection))
     if body.embedding_input:
         return QueryPart(vector=tuple(body.embedding_input))  # normalised by the engine
@@ -94,13 +107,15 @@ def compat_metadata(text: str | None, image_ref: str | None, attributes: dict[st
     return meta
 
 
-def _knn(services: Services, body: KnnRequest, base_url: str) -> list[dict[str, Any]]:
-    collection = services.workspace.collection(body.indice_name)
-    query = SearchQuery(collection.name, (_query_part(body, services, collection),),
+def _knn(workspace: Workspace, searcher: Searcher, metrics: Metrics,
+         part: Callable[[Collection], QueryPart], body: KnnRequest,
+         base_url: str) -> list[dict[str, Any]]:
+    collection = workspace.collection(body.indice_name)
+    query = SearchQuery(collection.name, (part(collection),),
                         target=Target(body.modality), k=min(body.num_images, MAX_K),
                         dedupe=DEDUPE_COSINE if body.deduplicate else None)
-    result = services.searcher.search(query)
-    services.metrics.observe_search(result.timings_ms)
+    result = searcher.search(query)
+    metrics.observe_search(result.timings_ms)
     return [{**compat_metadata(h.text, h.image_ref, h.attributes, base_url),
              "id": h.item_id, "similarity": h.score} for h in result.hits]
 
@@ -109,14 +124,21 @@ def _knn(services: Services, body: KnnRequest, base_url: str) -> list[dict[str, 
              openapi_extra=_body_doc(KnnRequest), responses=problem_responses(400, 404, 413,
                                                                               422, 503),
              summary="clip-retrieval: nearest neighbours of a text, image or embedding")
-async def knn_service(request: Request, services: ServicesDep) -> list[dict[str, Any]]:
+async def knn_service(request: Request, workspace: WorkspaceDep, searcher: SearcherDep,
+                      config: ConfigDep, fetcher: FetcherDep, metrics: MetricsDep,
+                      run: RunnerDep) -> list[dict[str, Any]]:
     body = await _parse(request, KnnRequest)
     base_url = str(request.base_url).rstrip("/")
-    return await services.run(lambda: _knn(services, body, base_url))
+
+    def part(collection: Collection) -> QueryPart:
+        return _query_part(body, config, fetcher, collection)
+
+    return await run(lambda: _knn(workspace, searcher, metrics, part, body, base_url))
 
 
-def _metadata(services: Services, body: MetadataRequest, base_url: str) -> list[dict[str, Any]]:
-    collection = services.workspace.collection(body.indice_name)
+def _metadata(workspace: Workspace, body: MetadataRequest,
+              base_url: str) -> list[dict[str, Any]]:
+    collection = workspace.collection(body.indice_name)
     found = items_by_id(collection.catalog, collection.info.id, body.ids)
     return [{"id": i, "metadata": compat_metadata(r.text, r.image_ref, r.attributes, base_url)
              if (r := found.get(i)) else {}} for i in body.ids]
@@ -126,14 +148,14 @@ def _metadata(services: Services, body: MetadataRequest, base_url: str) -> list[
              openapi_extra=_body_doc(MetadataRequest),
              responses=problem_responses(400, 404, 413, 422, 503),
              summary="clip-retrieval: metadata of result ids")
-async def metadata(request: Request, services: ServicesDep) -> list[dict[str, Any]]:
+async def metadata(request: Request, workspace: WorkspaceDep,
+                   run: RunnerDep) -> list[dict[str, Any]]:
     body = await _parse(request, MetadataRequest)
     base_url = str(request.base_url).rstrip("/")
-    return await services.run(lambda: _metadata(services, body, base_url))
+    return await run(lambda: _metadata(workspace, body, base_url))
 
 
 @router.get("/indices-list", response_model=list[str],
             summary="clip-retrieval: the index (collection) names")
-async def indices_list(services: ServicesDep) -> list[str]:
-    return await services.run(
-        lambda: [c.name for c in services.workspace.list_collections()])
+async def indices_list(workspace: WorkspaceDep, run: RunnerDep) -> list[str]:
+    return await run(lambda: [c.name for c in workspace.list_collections()])

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from api.deps import ServicesDep, WriterDep
+from api.deps import ConfigDep, GenerateLimiterDep, GeneratorLoaderDep, RunnerDep, WriterDep
 from api.problems import ApiError, problem_responses
 from api.schemas import GenerateRequest
-from api.services import Services
+from search import ImageGenerator
 
 router = APIRouter(prefix="/v1", tags=["generate"])
-PNG = {200: {"content": {"image/png": {}}, "description": "The generated image (PNG)"}}
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "The generated image (PNG)"}}
 
 
-def _png(services: Services, body: GenerateRequest) -> tuple[bytes, dict[str, str]]:
-    generator = services.generator()
+def _png(load: Callable[[], ImageGenerator],
+         body: GenerateRequest) -> tuple[bytes, dict[str, str]]:
+    generator = load()
     image = generator.generate([body.prompt], seed=body.seed, size=body.size)[0]
     out = io.BytesIO()
     image.save(out, format="PNG")
@@ -28,15 +32,16 @@ def _png(services: Services, body: GenerateRequest) -> tuple[bytes, dict[str, st
 @router.post("/generate", response_class=Response, responses={
     **PNG, **problem_responses(400, 401, 403, 413, 422, 429, 503)},
     summary="Generate an image for a prompt (preview; nothing is stored)")
-async def generate(body: GenerateRequest, request: Request, services: ServicesDep,
-                   _writer: WriterDep) -> Response:
+async def generate(body: GenerateRequest, request: Request, config: ConfigDep,
+                   load_generator: GeneratorLoaderDep, limiter: GenerateLimiterDep,
+                   run: RunnerDep, _writer: WriterDep) -> Response:
     """Write-protected like item writes (it spends the server's compute), limited per
     client to `XMODAL_API_GENERATE_PER_MINUTE` and to sides of
     `XMODAL_API_GENERATE_MAX_SIZE` pixels."""
-    limit = services.config.generate_max_size
+    limit = config.generate_max_size
     if body.size is not None and body.size > limit:
         raise ApiError(413, "image-too-large", f"size {body.size} is over this server's "
                        f"limit of {limit} px (XMODAL_API_GENERATE_MAX_SIZE)")
-    services.generate_limiter.take(request.client.host if request.client else "unknown")
-    data, headers = await services.run(lambda: _png(services, body))
+    limiter.take(request.client.host if request.client else "unknown")
+    data, headers = await run(lambda: _png(load_generator, body))
     return Response(data, media_type="image/png", headers=headers)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -14,11 +14,10 @@ from pydantic import ValidationError
 
 from api import queries
 from api.config import ApiConfig
-from api.deps import ServicesDep, WriterDep
+from api.deps import ConfigDep, RunnerDep, WorkspaceDep, WriterDep
 from api.problems import ApiError, problem_responses
 from api.routes.collections import NamePath
 from api.schemas import (
-    MAX_EXTERNAL_ID,
     BatchReport,
     GenerationPublic,
     ItemBatch,
@@ -28,14 +27,17 @@ from api.schemas import (
     ItemWritten,
     VectorPublic,
 )
-from api.services import Services
 from search import (
+    MAX_EXTERNAL_ID,
     AddReport,
     Collection,
     ImageTooLargeError,
     InvalidInputError,
+    ItemDetail,
+    Modality,
     NewItem,
     UnknownItemError,
+    Workspace,
     decode_image,
 )
 
@@ -48,17 +50,19 @@ PUT_BODY = {"required": True, "content": {
     "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ItemUpload"}}}}
 
 
-def item_public(row: dict[str, Any], root_path: str) -> dict[str, Any]:
-    generation = row.get("generation")
-    generated = row["image_ref"] is None and generation is not None  # a real image wins
-    image_ref = generation["image_ref"] if generated else row["image_ref"]
-    image_url, thumbnail_url = queries.media_urls(image_ref, root_path)
-    return {**{k: row[k] for k in ("item_id", "external_id", "text", "attributes", "status",
-                                   "created_at", "updated_at")},
-            "image_url": image_url, "thumbnail_url": thumbnail_url, "generated": generated,
-            "generation": GenerationPublic(**generation) if generated else None,
-            "vectors": [VectorPublic(modality=v["modality"], source=v["source"])
-                        for v in row["vectors"]]}
+def item_public(item: ItemDetail, root_path: str) -> ItemPublic:
+    image_url, thumbnail_url = queries.media_urls(item.shown_image_ref, root_path)
+    generation = item.generation if item.generated else None
+    return ItemPublic(
+        item_id=item.item_id, external_id=item.external_id, text=item.text,
+        attributes=item.attributes, status=item.status, created_at=item.created_at,
+        updated_at=item.updated_at, image_url=image_url, thumbnail_url=thumbnail_url,
+        generated=item.generated,
+        generation=GenerationPublic(generator=generation.generator, model=generation.model,
+                                    prompt=generation.prompt, seed=generation.seed,
+                                    created_at=generation.created_at) if generation else None,
+        vectors=[VectorPublic(modality=Modality(v.modality), source=v.source)
+                 for v in item.vectors])
 
 
 def new_item(external_id: str, write: ItemWrite, image: bytes | None,
@@ -112,66 +116,71 @@ async def _parse_multipart(request: Request, config: ApiConfig) -> tuple[ItemWri
     return write, data
 
 
-def _put(services: Services, name: str, external_id: str, write: ItemWrite,
-         image: bytes | None, root_path: str) -> tuple[ItemWritten, bool]:
-    collection = services.workspace.collection(name)
-    report = write_items(collection, [new_item(external_id, write, image, services.config)])
+def _put(workspace: Workspace, config: ApiConfig, name: str, external_id: str,
+         write: ItemWrite, image: bytes | None, root_path: str) -> tuple[ItemWritten, bool]:
+    collection = workspace.collection(name)
+    report = write_items(collection, [new_item(external_id, write, image, config)])
     if report.failures:
         raise InvalidInputError(report.failures[0].reason)
     state = "new" if report.new else "changed" if report.changed else "unchanged"
-    row = collection.catalog.get_item(collection.info.id, external_id, name)
-    return ItemWritten(state=state, **item_public(row, root_path)), bool(report.new)
+    item = collection.catalog.get_item(collection.info.id, external_id, name)
+    written = ItemWritten(state=state, **dict(item_public(item, root_path)))
+    return written, bool(report.new)
 
 
 @router.put("/{external_id}", response_model=ItemWritten, openapi_extra={"requestBody": PUT_BODY},
             responses={201: {"model": ItemWritten, "description": "Created"}, **WRITE_ERRORS},
             summary="Create or replace an item (text, attributes, optional image)")
 async def put_item(name: NamePath, external_id: ItemPath, request: Request,
-                   services: ServicesDep, _writer: WriterDep, response: Response) -> ItemWritten:
-    write, image = await _parse_put(request, services.config)
+                   workspace: WorkspaceDep, config: ConfigDep, run: RunnerDep,
+                   _writer: WriterDep, response: Response) -> ItemWritten:
+    write, image = await _parse_put(request, config)
     root = request.scope.get("root_path", "")
-    item, created = await services.run(
-        lambda: _put(services, name, external_id, write, image, root))
+    item, created = await run(
+        lambda: _put(workspace, config, name, external_id, write, image, root))
     response.status_code = 201 if created else 200
     return item
 
 
-def _batch(services: Services, name: str, batch: ItemBatch) -> BatchReport:
-    config = services.config
+def batch_report(report: AddReport) -> BatchReport:
+    return BatchReport(new=report.new, changed=report.changed, unchanged=report.unchanged,
+                       failed=report.failed, failures=[
+                           ItemFailurePublic(external_id=f.external_id, stage=f.stage,
+                                             reason=f.reason) for f in report.failures])
+
+
+def _batch(workspace: Workspace, config: ApiConfig, name: str, batch: ItemBatch) -> BatchReport:
     if len(batch.items) > config.max_batch_items:
         raise InvalidInputError(f"{len(batch.items)} items; the limit is "
                                 f"{config.max_batch_items} per request")
     items = [new_item(e.external_id, e, queries.decode_base64(e.image, config)
                       if e.image else None, config) for e in batch.items]
-    report = write_items(services.workspace.collection(name), items)
-    return BatchReport(**report.as_dict(), failures=[
-        ItemFailurePublic(external_id=f.external_id, stage=f.stage, reason=f.reason)
-        for f in report.failures])
+    return batch_report(write_items(workspace.collection(name), items))
 
 
 @router.post("", response_model=BatchReport, responses=WRITE_ERRORS,
              summary="Create or replace many items; bad items are reported, the rest go in")
-async def put_items(name: NamePath, batch: ItemBatch, services: ServicesDep,
-                    _writer: WriterDep) -> BatchReport:
-    return await services.run(lambda: _batch(services, name, batch))
+async def put_items(name: NamePath, batch: ItemBatch, workspace: WorkspaceDep,
+                    config: ConfigDep, run: RunnerDep, _writer: WriterDep) -> BatchReport:
+    return await run(lambda: _batch(workspace, config, name, batch))
 
 
-def _get(services: Services, name: str, external_id: str, root_path: str) -> ItemPublic:
-    collection = services.workspace.collection(name)
-    row = collection.catalog.get_item(collection.info.id, external_id, name)
-    return ItemPublic(**item_public(row, root_path))
+def _get(workspace: Workspace, name: str, external_id: str, root_path: str) -> ItemPublic:
+    collection = workspace.collection(name)
+    return item_public(collection.catalog.get_item(collection.info.id, external_id, name),
+                       root_path)
 
 
 @router.get("/{external_id}", response_model=ItemPublic,
             responses=problem_responses(404, 422, 503), summary="One item")
 async def get_item(name: NamePath, external_id: ItemPath, request: Request,
-                   services: ServicesDep) -> ItemPublic:
+                   workspace: WorkspaceDep, run: RunnerDep) -> ItemPublic:
     root = request.scope.get("root_path", "")
-    return await services.run(lambda: _get(services, name, external_id, root))
+    return await run(lambda: _get(workspace, name, external_id, root))
 
 
-def _delete(services: Services, name: str, external_id: str) -> None:
-    collection = services.workspace.collection(name)
+def _delete(workspace: Workspace, name: str, external_id: str) -> None:
+    collection = workspace.collection(name)
     if collection.catalog.item_id(collection.info.id, external_id) is None:
         raise UnknownItemError(name, external_id)
     collection.delete_items([external_id])  # locks and syncs, like add_items
@@ -180,7 +189,7 @@ def _delete(services: Services, name: str, external_id: str) -> None:
 @router.delete("/{external_id}", status_code=204, response_class=Response,
                responses=problem_responses(401, 403, 404, 422, 503),
                summary="Delete an item; it leaves search results at once")
-async def delete_item(name: NamePath, external_id: ItemPath, services: ServicesDep,
-                      _writer: WriterDep) -> Response:
-    await services.run(lambda: _delete(services, name, external_id))
+async def delete_item(name: NamePath, external_id: ItemPath, workspace: WorkspaceDep,
+                      run: RunnerDep, _writer: WriterDep) -> Response:
+    await run(lambda: _delete(workspace, name, external_id))
     return Response(status_code=204)

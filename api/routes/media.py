@@ -12,8 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
-from api.deps import ServicesDep
+from api.deps import RunnerDep, WorkspaceDep
 from api.problems import problem_responses
+from search import THUMBNAIL_SIZES
 
 router = APIRouter(prefix="/v1/media", tags=["media"])
 
@@ -32,14 +33,15 @@ _IMAGE_CONTENT = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
             responses={200: {"content": _IMAGE_CONTENT, "description": "The image"},
                        **problem_responses(404, 422, 503)},
             summary="An item image, or a thumbnail of it with ?size=")
-async def get_media(ref: str, services: ServicesDep,
-                    size: Annotated[int | None, Query(ge=16, le=2048,
+async def get_media(ref: str, workspace: WorkspaceDep, run: RunnerDep,
+                    size: Annotated[int | None, Query(ge=THUMBNAIL_SIZES.start,
+                                                      le=THUMBNAIL_SIZES.stop - 1,
                                                       description="Thumbnail box, px")] = None,
                     ) -> Response:
-    media = services.workspace.media
+    media = workspace.media
     if size is not None:
-        data = await services.run(lambda: media.thumbnail(ref, size))
+        data = await run(lambda: media.thumbnail(ref, size))
         return Response(data, media_type="image/jpeg", headers=_HEADERS)
-    path = await services.run(lambda: media.resolve(ref))
+    path = await run(lambda: media.resolve(ref))
     media_type = _TYPES.get(PurePosixPath(path.name).suffix.lower(), "application/octet-stream")
     return FileResponse(path, media_type=media_type, headers=_HEADERS)

@@ -11,25 +11,28 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field, ValidationError
 
 from api import queries
-from api.deps import ServicesDep
+from api.deps import ConfigDep, FetcherDep, MetricsDep, RunnerDep, SearcherDep, WorkspaceDep
+from api.metrics import Metrics
 from api.problems import problem_responses
 from api.schemas import (
-    MAX_TEXT,
     CollectionName,
     SafeStr,
     SearchOptions,
     SearchRequest,
     SearchResponse,
 )
-from api.services import Services
 from search import (
     MAX_K,
+    MAX_OFFSET,
+    MAX_TEXT_CHARS,
     Collection,
     ImageTooLargeError,
     InvalidQueryError,
     QueryPart,
+    Searcher,
     SearchQuery,
     Target,
+    Workspace,
 )
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -39,38 +42,40 @@ ERRORS = problem_responses(400, 403, 404, 413, 422, 503)
 QueryBuilder = Callable[[Collection], SearchQuery]
 
 
-def _execute(services: Services, request: Request, name: str,
-             build: QueryBuilder) -> SearchResponse:
+def _execute(workspace: Workspace, searcher: Searcher, metrics: Metrics, name: str,
+             build: QueryBuilder, root_path: str) -> SearchResponse:
     """Build the query (it needs the collection) and run it; runs on a worker thread."""
     started = time.perf_counter()
-    collection = services.workspace.collection(name)
-    result = services.searcher.search(build(collection))
-    services.metrics.observe_search(result.timings_ms)
+    result = searcher.search(build(workspace.collection(name)))
+    metrics.observe_search(result.timings_ms)
     total_ms = (time.perf_counter() - started) * 1000
-    return queries.search_response(result, total_ms, request.scope.get("root_path", ""))
+    return queries.search_response(result, total_ms, root_path)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS,
              summary="Search by text, image, vector or a weighted mix")
-async def search(body: SearchRequest, request: Request,
-                 services: ServicesDep) -> SearchResponse:
+async def search(body: SearchRequest, request: Request, workspace: WorkspaceDep,
+                 searcher: SearcherDep, config: ConfigDep, fetcher: FetcherDep,
+                 metrics: MetricsDep, run: RunnerDep) -> SearchResponse:
     def build(collection: Collection) -> SearchQuery:
-        parts = queries.query_parts(body, services.config, collection, services.fetcher.fetch)
+        parts = queries.query_parts(body, config, collection, fetcher.fetch)
         return queries.search_query(collection, parts, body)
 
-    return await services.run(lambda: _execute(services, request, body.collection, build))
+    root = request.scope.get("root_path", "")
+    return await run(lambda: _execute(workspace, searcher, metrics, body.collection, build,
+                                      root))
 
 
 class ImageSearchForm(BaseModel):
     """Form fields of an image upload search (the file goes in the `image` part)."""
 
     collection: CollectionName
-    text: SafeStr | None = Field(default=None, max_length=MAX_TEXT,
+    text: SafeStr | None = Field(default=None, max_length=MAX_TEXT_CHARS,
                              description="Optional text, combined with the image")
     target: Target = Target.ANY
     k: int = Field(default=10, ge=1, le=MAX_K)
-    offset: int = Field(default=0, ge=0, le=9 * MAX_K)
-    filters: SafeStr | None = Field(default=None, max_length=MAX_TEXT,
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    filters: SafeStr | None = Field(default=None, max_length=MAX_TEXT_CHARS,
                                     description="JSON object, as in /v1/search")
     min_score: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
     dedupe: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
@@ -97,16 +102,20 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
              summary="Search with an uploaded image (image-to-image, image-to-text)")
 async def search_image(form: Annotated[ImageSearchForm, Form()],
                        image: Annotated[UploadFile, File(description="The query image")],
-                       request: Request, services: ServicesDep) -> SearchResponse:
-    data = await read_upload(image, services.config.max_upload_bytes)
+                       request: Request, workspace: WorkspaceDep, searcher: SearcherDep,
+                       config: ConfigDep, metrics: MetricsDep,
+                       run: RunnerDep) -> SearchResponse:
+    data = await read_upload(image, config.max_upload_bytes)
     options = form.options()
     text = form.text.strip() if form.text and form.text.strip() else None
     if text is not None:
-        queries.check_text(text, services.config)
+        queries.check_text(text, config)
 
     def build(collection: Collection) -> SearchQuery:
-        parts = [QueryPart(image=queries.query_image(data, services.config, collection))]
+        parts = [QueryPart(image=queries.query_image(data, config, collection))]
         parts += [QueryPart(text=text)] if text else []
         return queries.search_query(collection, tuple(parts), options)
 
-    return await services.run(lambda: _execute(services, request, form.collection, build))
+    root = request.scope.get("root_path", "")
+    return await run(lambda: _execute(workspace, searcher, metrics, form.collection, build,
+                                      root))

@@ -28,6 +28,13 @@ from search.catalog.models import (
     JobRow,
     VectorRow,
 )
+from search.catalog.records import (
+    CollectionCounts,
+    Generation,
+    ItemDetail,
+    StoredItem,
+    VectorRef,
+)
 from search.errors import CollectionExistsError, UnknownCollectionError, UnknownItemError
 from search.filters import Filter
 
@@ -178,7 +185,7 @@ class Catalog:
                 s.execute(delete(table).where(table.collection_id == collection_id))
             s.execute(delete(CollectionRow).where(CollectionRow.id == collection_id))
 
-    def collection_counts(self, collection_id: int) -> dict[str, int]:
+    def collection_counts(self, collection_id: int) -> CollectionCounts:
         with self.session() as s:
             items = s.scalar(select(func.count()).where(ItemRow.collection_id == collection_id))
             rows = s.execute(
@@ -186,10 +193,8 @@ class Catalog:
                 .where(VectorRow.collection_id == collection_id)
                 .group_by(VectorRow.modality, VectorRow.source)
             ).all()
-        counts = {"items": int(items or 0), "vectors": sum(int(n) for *_, n in rows)}
-        for modality, source, n in rows:
-            counts[f"{modality}_{source}"] = int(n)
-        return counts
+        return CollectionCounts(int(items or 0), sum(int(n) for *_, n in rows),
+                                {f"{m}_{src}": int(n) for m, src, n in rows})
 
     # -- items -------------------------------------------------------------------
     def upsert_items(self, collection_id: int, inputs: Sequence[ItemInput]) -> list[ItemChange]:
@@ -228,7 +233,8 @@ class Catalog:
             for chunk in _chunks(list(item_ids)):
                 s.execute(update(ItemRow).where(ItemRow.id.in_(chunk)).values(status="active"))
 
-    def get_item(self, collection_id: int, external_id: str, collection_name: str = "") -> dict:
+    def get_item(self, collection_id: int, external_id: str,
+                 collection_name: str = "") -> ItemDetail:
         with self.session() as s:
             row = s.scalar(select(ItemRow).where(ItemRow.collection_id == collection_id,
                                                  ItemRow.external_id == external_id))
@@ -237,13 +243,11 @@ class Catalog:
             vectors = s.execute(select(VectorRow.id, VectorRow.modality, VectorRow.source)
                                 .where(VectorRow.item_id == row.id)).all()
             generation = s.scalar(select(GenerationRow).where(GenerationRow.item_id == row.id))
-            return {"item_id": row.id, "external_id": row.external_id, "text": row.text,
-                    "image_ref": row.image_ref, "attributes": row.attributes,
-                    "status": row.status, "content_hash": row.content_hash,
-                    "created_at": row.created_at, "updated_at": row.updated_at,
-                    "vectors": [{"id": v, "modality": m, "source": src}
-                                for v, m, src in vectors],
-                    "generation": _generation_info(generation)}
+            return ItemDetail(row.id, row.external_id, row.text, row.image_ref,
+                              dict(row.attributes or {}), row.status, row.content_hash,
+                              row.created_at, row.updated_at,
+                              tuple(VectorRef(v, m, src) for v, m, src in vectors),
+                              _generation(generation))
 
     def active_hashes(self, collection_id: int, external_ids: Sequence[str]) -> dict[str, str]:
         """Content hashes of items whose vectors are fully stored (status active)."""
@@ -318,7 +322,7 @@ class Catalog:
             return s.scalar(select(ItemRow.id).where(ItemRow.collection_id == collection_id,
                                                      ItemRow.external_id == external_id))
 
-    def iter_items(self, collection_id: int, batch: int = 1000) -> Iterator[list[dict]]:
+    def iter_items(self, collection_id: int, batch: int = 1000) -> Iterator[list[StoredItem]]:
         """Every item with its vector ids, in id order, `batch` at a time."""
         last = 0
         while True:
@@ -329,8 +333,8 @@ class Catalog:
                 if not rows:
                     return
                 vectors = self.item_vectors([r.id for r in rows])
-                yield [{"item_id": r.id, "external_id": r.external_id, "text": r.text,
-                        "image_ref": r.image_ref, "vectors": vectors.get(r.id, [])}
+                yield [StoredItem(r.id, r.external_id, r.text, r.image_ref,
+                                  tuple(VectorRef(*v) for v in vectors.get(r.id, [])))
                        for r in rows]
                 last = rows[-1].id
 
@@ -439,11 +443,11 @@ class Catalog:
         return infos
 
 
-def _generation_info(row: GenerationRow | None) -> dict | None:
+def _generation(row: GenerationRow | None) -> Generation | None:
     if row is None:
         return None
-    return {"generator": row.generator, "model": row.model, "prompt": row.prompt,
-            "seed": row.seed, "image_ref": row.image_ref, "created_at": row.created_at}
+    return Generation(row.generator, row.model, row.prompt, row.seed, row.image_ref,
+                      row.created_at)
 
 
 def _collection_info(row: CollectionRow) -> CollectionInfo:

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from search.catalog.models import FailureRow, IndexVersionRow, JobRow, utcnow
+from search.catalog.records import FailureRecord, IndexVersionRecord, JobRecord
 
 
 class CatalogHistory:
@@ -28,14 +29,14 @@ class CatalogHistory:
                                   vector_count=vector_count, model_identity=model_identity,
                                   is_current=True))
 
-    def current_index_version(self, collection_id: int) -> dict | None:
+    def current_index_version(self, collection_id: int) -> IndexVersionRecord | None:
         with self._session() as s:
             row = s.scalar(select(IndexVersionRow).where(
                 IndexVersionRow.collection_id == collection_id, IndexVersionRow.is_current))
             if row is None:
                 return None
-            return {"version": row.version, "spec": row.spec, "vector_count": row.vector_count,
-                    "model_identity": row.model_identity, "created_at": row.created_at}
+            return IndexVersionRecord(row.version, row.spec, row.vector_count,
+                                      row.model_identity, row.created_at)
 
     def start_job(self, collection_id: int, kind: str, params: dict[str, Any]) -> int:
         with self._session() as s:
@@ -50,13 +51,12 @@ class CatalogHistory:
             s.execute(update(JobRow).where(JobRow.id == job_id).values(
                 status=status, counts=counts, error=error, finished_at=utcnow()))
 
-    def recent_jobs(self, collection_id: int, limit: int = 10) -> list[dict]:
+    def recent_jobs(self, collection_id: int, limit: int = 10) -> list[JobRecord]:
         with self._session() as s:
             rows = s.scalars(select(JobRow).where(JobRow.collection_id == collection_id)
                              .order_by(JobRow.id.desc()).limit(limit))
-            return [{"id": r.id, "kind": r.kind, "status": r.status, "counts": r.counts,
-                     "error": r.error, "started_at": r.started_at,
-                     "finished_at": r.finished_at} for r in rows]
+            return [JobRecord(r.id, r.kind, r.status, dict(r.counts or {}), r.error,
+                              r.started_at, r.finished_at) for r in rows]
 
     def record_failures(self, collection_id: int, job_id: int | None,
                         failures: Sequence[tuple[str | None, str, str]]) -> None:
@@ -65,9 +65,9 @@ class CatalogHistory:
             s.add_all(FailureRow(collection_id=collection_id, job_id=job_id, external_id=e,
                                  stage=stage, reason=reason) for e, stage, reason in failures)
 
-    def recent_failures(self, collection_id: int, limit: int = 20) -> list[dict]:
+    def recent_failures(self, collection_id: int, limit: int = 20) -> list[FailureRecord]:
         with self._session() as s:
             rows = s.scalars(select(FailureRow).where(FailureRow.collection_id == collection_id)
                              .order_by(FailureRow.id.desc()).limit(limit))
-            return [{"external_id": r.external_id, "stage": r.stage, "reason": r.reason,
-                     "job_id": r.job_id, "created_at": r.created_at} for r in rows]
+            return [FailureRecord(r.external_id, r.stage, r.reason, r.job_id, r.created_at)
+                    for r in rows]

@@ -24,6 +24,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+MAX_EXTERNAL_ID = 512  # characters of an item's external id (a VARCHAR in the schema)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -59,7 +62,7 @@ class ItemRow(Base):
     __table_args__ = (UniqueConstraint("collection_id", "external_id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
-    external_id: Mapped[str] = mapped_column(String(512))
+    external_id: Mapped[str] = mapped_column(String(MAX_EXTERNAL_ID))
     text: Mapped[str | None] = mapped_column(Text)
     image_ref: Mapped[str | None] = mapped_column(String(2048))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -119,7 +122,7 @@ class FailureRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
-    external_id: Mapped[str | None] = mapped_column(String(512))
+    external_id: Mapped[str | None] = mapped_column(String(MAX_EXTERNAL_ID))
     stage: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -28,7 +27,8 @@ from search.models.encoder import Encoder
 from search.vectors.space import VectorSpace
 from search.vectors.versions import IndexManifest
 
-__all__ = ["AddReport", "Collection", "ItemFailure", "NewItem"]
+__all__ = ["AddReport", "Collection", "CollectionStats", "IndexStats", "ItemFailure", "NewItem",
+           "index_stats"]
 
 
 @dataclass
@@ -48,9 +48,31 @@ class AddReport:
         self.unchanged += other.unchanged
         self.failures.extend(other.failures)
 
-    def as_dict(self) -> dict[str, int]:
-        return {"new": self.new, "changed": self.changed, "unchanged": self.unchanged,
-                "failed": self.failed}
+
+@dataclass(frozen=True)
+class IndexStats:
+    """One modality's index: its FAISS spec, size, and version on disk (None: unsaved)."""
+
+    spec: str
+    vectors: int
+    version: str | None
+
+    @classmethod
+    def of(cls, manifest: IndexManifest) -> IndexStats:
+        return cls(manifest.spec, manifest.count, manifest.version)
+
+
+def index_stats(manifests: dict[Modality, IndexManifest]) -> dict[str, IndexStats]:
+    """What `Collection.save`/`rebuild` wrote, by modality name."""
+    return {m.value: IndexStats.of(man) for m, man in manifests.items()}
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    items: int
+    vectors: int
+    vectors_by_kind: dict[str, int]  # "image_original": 12, "image_generated": 3, ...
+    indexes: dict[str, IndexStats]  # by modality name
 
 
 @dataclass(frozen=True)
@@ -237,10 +259,9 @@ class Collection:
                 spec=manifest.spec, vector_count=manifest.count,
                 model_identity=self.encoder.identity)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> CollectionStats:
         counts = self.catalog.collection_counts(self.info.id)
-        for modality, space in self.spaces.items():
-            counts[f"{modality.value}_index"] = {
-                "spec": space.index.spec, "vectors": space.count,
-                "version": space.manifest.version if space.manifest else None}
-        return counts
+        indexes = {m.value: IndexStats(space.index.spec, space.count,
+                                       space.manifest.version if space.manifest else None)
+                   for m, space in self.spaces.items()}
+        return CollectionStats(counts.items, counts.vectors, counts.vectors_by_kind, indexes)

@@ -52,3 +52,57 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert main(["add", str(tmp_path / "missing.jsonl"), "-c", "x", "--no-progress",
                  *home]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_add_and_status_print_readable_lines(tmp_path, tiny_model, capsys):
+    from search.models.encoder import load_encoder
+
+    model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
+    source = write_catalog(tmp_path / "src", 12, broken=True)
+    home = ["--home", str(tmp_path / "home")]
+    assert main(["add", str(source), "-c", "shop", "--model", model, "--workers", "0",
+                 "--no-progress", *home]) == 0
+    out = capsys.readouterr().out
+    assert "shop: 12 indexed, 0 updated, 0 unchanged, 0 deleted, 7 failed, 0 generated" in out
+    assert re.search(r"[\d.]+ items/s, [\d.]+ s elapsed", out)
+    assert re.search(r"image +index: Flat, 10 vectors, version v\S+", out)
+    assert re.search(r"text +index: Flat, 12 vectors, version v\S+", out)
+    report = re.search(r"7 failed; every failure is in (\S+)", out)
+    assert report and Path(report.group(1)).is_file()
+    assert "bad-truncated [prepare] truncated JPEG" in out  # the first failures, as lines
+    assert main(["status", "-c", "shop", *home]) == 0
+    status = capsys.readouterr().out
+    assert "12 items, 22 vectors (image_original 10, text_original 12)" in status
+    assert re.search(r"job 1 add done [\d-]+ [\d:]+: 12 indexed, 7 failed", status)
+    assert "recent failures:" in status and "bad-bomb [prepare] decompression" in status
+    for text in (out, status):  # no Python reprs, no escape codes when piped
+        assert "{'" not in text and "job_id'" not in text and "\x1b[" not in text
+    assert main(["delete", "-c", "shop", "sku-1", *home]) == 0
+    assert re.search(r"shop: 1 id\(s\) deleted, [12] vector\(s\) removed", capsys.readouterr().out)
+    assert main(["reindex", "-c", "shop", "--spec", "IVF2,Flat", *home]) == 0
+    assert re.search(r"text +index: IVF2,Flat, 11 vectors", capsys.readouterr().out)
+
+
+def test_status_json_is_machine_json(tmp_path, tiny_model, capsys):
+    from search.models.encoder import load_encoder
+
+    model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
+    source = write_catalog(tmp_path / "src", 4)
+    home = ["--home", str(tmp_path / "home"), "--json"]
+    assert main(["add", str(source), "-c", "shop", "--model", model, "--workers", "0",
+                 "--no-progress", *home]) == 0
+    assert json.loads(capsys.readouterr().out)["index"]["text"]["vectors"] == 4
+    assert main(["status", "-c", "shop", *home]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["counts"]["indexes"]["image"]["spec"] == "Flat"
+    assert status["recent_jobs"][0]["counts"]["indexed"] == 4
+    assert status["recent_jobs"][0]["status"] == "done"
+
+
+def test_other_results_print_as_key_value_lines():
+    from indexer.render import render
+
+    text = render({"out": Path("models/été"), "epochs": 2, "metrics": {"t2i_r1": 0.5},
+                   "tags": ["🌻", "x"]})
+    assert text.splitlines() == ["out: models/été", "epochs: 2", "metrics:",
+                                 "  t2i_r1: 0.5", 'tags: ["🌻", "x"]']

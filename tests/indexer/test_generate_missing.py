@@ -23,10 +23,9 @@ def test_generate_missing_end_to_end(ws, tmp_path, tiny_model):
     assert first.generated == 3
     cid = ws.collection("shop").info.id
     item = ws.catalog.get_item(cid, "sku-5")
-    assert item["image_ref"] is None
-    assert item["generation"]["prompt"] == item["text"] and item["generation"]["generator"] \
-        == "house"
-    assert {(v["modality"], v["source"]) for v in item["vectors"]} == {
+    assert item.image_ref is None and item.generated
+    assert item.generation.prompt == item.text and item.generation.generator == "house"
+    assert {(v.modality, v.source) for v in item.vectors} == {
         ("text", "original"), ("image", "generated")}
     hits = Searcher(ws).search(SearchQuery.text("shop", "product", target=Target.IMAGE,
                                                 k=100)).hits
@@ -43,8 +42,8 @@ def test_generate_missing_end_to_end(ws, tmp_path, tiny_model):
     third = index_source(ws, "shop", source, options=options)
     assert third.generated == 1
     replaced = ws.catalog.get_item(cid, "sku-11")
-    assert replaced["generation"] is None
-    assert {(v["modality"], v["source"]) for v in replaced["vectors"]} == {
+    assert replaced.generation is None and not replaced.generated
+    assert {(v.modality, v.source) for v in replaced.vectors} == {
         ("text", "original"), ("image", "original")}
 
 

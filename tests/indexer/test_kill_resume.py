@@ -62,8 +62,8 @@ def test_killed_runs_resume_to_the_same_result(tmp_path, tiny_model):
         ws = Workspace.open(Settings(home=home, device="cpu"))
         snapshots.append(snapshot(ws, "shop"))
         stats = ws.collection("shop").stats()
-        assert stats["items"] == 300
-        assert stats["image_index"]["vectors"] + stats["text_index"]["vectors"] == stats[
-            "vectors"]  # nothing doubled in FAISS, nothing missing
+        assert stats.items == 300
+        assert stats.indexes["image"].vectors + stats.indexes["text"].vectors == \
+            stats.vectors  # nothing doubled in FAISS, nothing missing
         ws.close()
     assert_same_collection(*snapshots)

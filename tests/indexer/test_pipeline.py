@@ -51,11 +51,11 @@ def test_rerun_skips_unchanged_and_updates_changed(ws, tmp_path):
     third = index_source(ws, "shop", source, options=QUIET)
     assert (third.indexed, third.updated, third.unchanged) == (0, 2, 28)
     cid = ws.collection("shop").info.id
-    assert ws.catalog.get_item(cid, "sku-2")["attributes"]["price"] == 999.0
+    assert ws.catalog.get_item(cid, "sku-2").attributes["price"] == 999.0
     hit = Searcher(ws).search(SearchQuery.text("shop", "completely new title",
                                                target=Target.TEXT, k=1)).hits[0]
     assert hit.external_id == "sku-0"
-    assert ws.collection("shop").stats()["vectors"] == 30 + 25  # nothing doubled
+    assert ws.collection("shop").stats().vectors == 30 + 25  # nothing doubled
 
 
 def test_prune_removes_items_gone_from_source(ws, tmp_path):
@@ -93,7 +93,7 @@ def test_bad_input_is_reported_and_nothing_stored_is_damaged(ws, tmp_path):
     assert sum("missing id column" in f["reason"] for f in failures) == 1
     assert snapshot(ws, "shop") == before  # sku-0's duplicate did not overwrite it
     stored = ws.catalog.history.recent_failures(ws.collection("shop").info.id, 50)
-    assert {f["external_id"] for f in stored} >= {"bad-truncated", "bad-missing", "bad-bomb"}
+    assert {f.external_id for f in stored} >= {"bad-truncated", "bad-missing", "bad-bomb"}
 
 
 def test_nothing_indexable_exits_non_zero(ws, tmp_path):
@@ -106,7 +106,7 @@ def test_nothing_indexable_exits_non_zero(ws, tmp_path):
 def test_delete_removes_from_search_at_once(ws, catalog_file):
     index_source(ws, "shop", catalog_file, options=QUIET)
     result = delete_items(ws, "shop", ["sku-1", "sku-2", "missing"])
-    assert result["vectors_removed"] == 4
+    assert result.vectors_removed == 4
     hits = Searcher(ws).search(SearchQuery.text("shop", "product", k=100)).hits
     assert not {"sku-1", "sku-2"} & {h.external_id for h in hits} and len(hits) == 38
 
@@ -136,10 +136,10 @@ def test_outgrown_index_is_retrained(ws, tmp_path, monkeypatch):
                         lambda n, dim: "Flat" if n < 20 else f"IVF{4 if n < 80 else 8},Flat")
     small = write_catalog(tmp_path / "a", 12)
     first = index_source(ws, "shop", small, options=QUIET)
-    assert first.index["text"]["spec"] == "Flat"
+    assert first.index["text"].spec == "Flat"
     bigger = write_catalog(tmp_path / "b", 90)
     second = index_source(ws, "shop", bigger, options=QUIET)
-    assert second.index["text"]["spec"] == "IVF8,Flat"
+    assert second.index["text"].spec == "IVF8,Flat"
     query = SearchQuery.text("shop", "toys product", target=Target.TEXT, k=5, nprobe=8)
     hits = Searcher(ws).search(query).hits
     encoder = ws.collection("shop").encoder

@@ -41,7 +41,7 @@ def test_rebuild_switches_spec_without_changing_answers(ws, catalog_file):
     index_source(ws, "shop", catalog_file, options=QUIET)
     before = _ranking(ws, "fruit product")
     result = reindex.rebuild_index(ws, "shop", spec="IVF2,Flat")
-    assert result["image"]["spec"] == "IVF2,Flat"
+    assert result["image"].spec == "IVF2,Flat"
     hits = Searcher(ws).search(SearchQuery.text("shop", "fruit product", target=Target.IMAGE,
                                                 k=6, nprobe=2)).hits
     assert [h.external_id for h in hits] == before
@@ -52,7 +52,7 @@ def test_reindex_with_another_model_matches_its_exact_search(ws, tmp_path, other
     index_source(ws, "shop", source, options=QUIET)
     old = _ranking(ws, "toys product", Target.TEXT)
     result = reindex.reindex_model(ws, "shop", other_model, options=QUIET)
-    assert result["items"] == 30
+    assert result.items == 30
     new_encoder = ws.collection("shop").encoder
     assert new_encoder.name == other_model
     texts = {f"sku-{i}": f"{['fruit', 'shoes', 'clothes', 'toys'][i % 4]} product {i}"

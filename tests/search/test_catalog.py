@@ -72,7 +72,7 @@ def test_upsert_states_and_pending_until_active(catalog, collection):
     states = catalog.upsert_items(collection.id, [changed, PRODUCTS[1]])
     assert [c.state for c in states] == [ItemState.CHANGED, ItemState.UNCHANGED]
     assert states[0].item_id == first[0].item_id  # same row, updated in place
-    assert catalog.get_item(collection.id, "apple")["text"] == "red apple!"
+    assert catalog.get_item(collection.id, "apple").text == "red apple!"
 
 
 def test_replace_vectors_keeps_one_live_vector(catalog, collection):
@@ -136,7 +136,7 @@ def test_delete_items_returns_their_vectors(catalog, collection):
     removed = catalog.delete_items(collection.id, ["apple", "shoe", "never-existed"])
     assert removed == {"text": sorted([ids["apple"], ids["shoe"]])}
     assert sorted(catalog.external_ids(collection.id)) == ["pear", "shirt"]
-    assert catalog.collection_counts(collection.id)["vectors"] == 2
+    assert catalog.collection_counts(collection.id).vectors == 2
 
 
 def test_jobs_failures_and_index_versions(catalog, collection):
@@ -144,13 +144,13 @@ def test_jobs_failures_and_index_versions(catalog, collection):
     job = history.start_job(collection.id, "add", {"source": "x.jsonl"})
     history.record_failures(collection.id, job, [("bad", "decode", "truncated JPEG")])
     history.finish_job(job, status="done", counts={"new": 3})
-    assert history.recent_jobs(collection.id)[0]["counts"] == {"new": 3}
-    assert history.recent_failures(collection.id)[0]["reason"] == "truncated JPEG"
+    assert history.recent_jobs(collection.id)[0].counts == {"new": 3}
+    assert history.recent_failures(collection.id)[0].reason == "truncated JPEG"
     history.record_index_version(collection.id, version="v1", spec="Flat", vector_count=3,
                                  model_identity="m|w")
     history.record_index_version(collection.id, version="v2", spec="Flat", vector_count=5,
                                  model_identity="m|w")
-    assert history.current_index_version(collection.id)["version"] == "v2"
+    assert history.current_index_version(collection.id).version == "v2"
 
 
 def test_sqlite_uses_wal(tmp_path):

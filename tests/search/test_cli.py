@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from search import NewItem
 from search.cli import main
 from search.engine import Searcher
 from search.query import SearchQuery, Target
@@ -63,3 +64,47 @@ def test_console_scripts_have_help(command):
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "usage:" in out.stdout
     assert command in Path("README.md").read_text()
+
+
+@pytest.fixture
+def unicode_home(tmp_path, tiny_model):
+    settings = Settings(home=tmp_path / "home", model=tiny_model, device="cpu")
+    ws = Workspace.open(settings)
+    ws.create_collection("shop").add_items([
+        NewItem("sunflower", text="sunflower 🌻", attributes={
+            "emoji": "🌻", "name": "tournesol à l'été", "tags": ["fleur", "été"],
+            "markup": "[bold]not markup[/bold] :smile:", "price": 2.5})])
+    ws.collection("shop").save()
+    ws.close()
+    return settings
+
+
+def test_attributes_print_as_key_value_with_unicode(unicode_home, capsys):
+    assert main(["sunflower", "-c", "shop", "--home", str(unicode_home.home)]) == 0
+    out = capsys.readouterr().out
+    assert "1 hits" in out and "1. sunflower" in out and "text: sunflower 🌻" in out
+    for line in ("emoji: 🌻", "name: tournesol à l'été", 'tags: ["fleur", "été"]',
+                 "markup: [bold]not markup[/bold] :smile:", "price: 2.5"):
+        assert line in out
+    assert "\\u" not in out and "{'" not in out and "\x1b[" not in out
+
+
+def test_terminal_table_shows_unicode_attributes(unicode_home):
+    from rich.console import Console
+
+    from search.cli import render
+
+    ws = Workspace.open(unicode_home)
+    result = Searcher(ws).search(SearchQuery.text("shop", "sunflower"))
+    ws.close()
+    console = Console(force_terminal=True, width=200, record=True)
+    render(result, console)
+    table = console.export_text()
+    assert "emoji: 🌻" in table and "name: tournesol à l'été" in table
+    assert "[bold]not markup[/bold] :smile:" in table and "\\u" not in table
+
+
+def test_json_stays_machine_json(unicode_home, capsys):
+    assert main(["sunflower", "-c", "shop", "--home", str(unicode_home.home), "--json"]) == 0
+    hit = json.loads(capsys.readouterr().out)["hits"][0]
+    assert hit["attributes"]["emoji"] == "🌻" and hit["attributes"]["price"] == 2.5

@@ -192,7 +192,7 @@ def test_reindexing_same_items_is_a_no_op_and_changes_are_picked_up(workspace, s
     report = shop.add_items(ITEMS)
     assert (report.new, report.changed, report.unchanged) == (0, 0, 60)
     stats = shop.stats()
-    assert stats["vectors"] == stats["text_index"]["vectors"] + stats["image_index"]["vectors"]
+    assert stats.vectors == stats.indexes["text"].vectors + stats.indexes["image"].vectors
     report = shop.add_items([NewItem("p0", text="zebra crossing", image=ITEMS[0].image,
                                      attributes={"category": "new"})])
     assert report.changed == 1
@@ -200,7 +200,7 @@ def test_reindexing_same_items_is_a_no_op_and_changes_are_picked_up(workspace, s
                                                       target=Target.TEXT, k=1)).hits[0]
     assert (hit.external_id, hit.text, hit.attributes) == ("p0", "zebra crossing",
                                                            {"category": "new"})
-    assert shop.stats()["vectors"] == stats["vectors"]  # replaced, not doubled
+    assert shop.stats().vectors == stats.vectors  # replaced, not doubled
 
 
 def test_deleted_items_never_returned(workspace, shop):
@@ -220,10 +220,10 @@ def test_bad_items_are_reported_and_the_rest_go_on(workspace, shop):
     assert report.new == 1 and report.failed == 4
     assert {f.external_id for f in report.failures} == {"p1", None, "empty", "fresh"}
     # p1 was not damaged by its corrupt update
-    assert workspace.catalog.get_item(shop.info.id, "p1")["text"] == ITEMS[1].text
+    assert workspace.catalog.get_item(shop.info.id, "p1").text == ITEMS[1].text
     assert _ids(Searcher(workspace).search(SearchQuery.text("shop", "fruit"))) == _ids(before)
     failures = workspace.catalog.history.recent_failures(shop.info.id)
-    assert {f["external_id"] for f in failures} == {"p1", None, "empty", "fresh"}
+    assert {f.external_id for f in failures} == {"p1", None, "empty", "fresh"}
 
 
 def test_persistence_across_reopen_with_and_without_save(settings, shop, workspace):
@@ -248,7 +248,7 @@ def test_switching_model_never_serves_old_vectors(settings, shop, workspace, tmp
     workspace.catalog.update_collection(shop.info.id, model=str(other), pretrained=None)
     reopened = Workspace.open(settings)
     try:
-        assert reopened.collection("shop").stats()["image_index"]["vectors"] == 0
+        assert reopened.collection("shop").stats().indexes["image"].vectors == 0
         assert Searcher(reopened).search(SearchQuery.text("shop", "fruit")).hits == []
     finally:
         reopened.close()

@@ -17,11 +17,10 @@ def snapshot(ws, name: str) -> tuple[list, list]:
     rows = []
     for batch in ws.catalog.iter_items(collection.info.id):
         for item in batch:
-            full = ws.catalog.get_item(collection.info.id, item["external_id"])
-            rows.append((full["external_id"], full["text"], full["image_ref"],
-                         json.dumps(full["attributes"], sort_keys=True), full["content_hash"],
-                         full["status"], sorted((v["modality"], v["source"])
-                                                for v in full["vectors"])))
+            full = ws.catalog.get_item(collection.info.id, item.external_id)
+            rows.append((full.external_id, full.text, full.image_ref,
+                         json.dumps(full.attributes, sort_keys=True), full.content_hash,
+                         full.status, sorted((v.modality, v.source) for v in full.vectors)))
     searcher = Searcher(ws)
     answers = []
     for text in QUERIES:
