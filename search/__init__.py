@@ -39,7 +39,7 @@ from search.errors import (
 )
 from search.filters import parse_filters
 from search.live import Change, CollectionRefresher
-from search.media import DecodeLimits, MiB, decode_image
+from search.media import DecodeLimits, MiB, decode_image, read_regular_file
 from search.models.encoder import Encoder, load_encoder, resolve_device
 from search.models.generator import ImageGenerator, load_generator
 from search.query import MAX_K, Fusion, Hit, QueryPart, SearchQuery, SearchResult, Target
@@ -54,5 +54,5 @@ __all__ = [
     "Searcher", "Settings", "Target", "UnknownCollectionError", "UnknownItemError", "Workspace",
     "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing",
     "item_seed", "items_by_id", "load_encoder", "load_generator", "parse_filters",
-    "prepare_or_fail", "resolve_device",
+    "prepare_or_fail", "read_regular_file", "resolve_device",
 ]
