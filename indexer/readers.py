@@ -71,10 +71,16 @@ def read_csv(path: Path, columns: ColumnMap, options: SourceOptions = DEFAULT_OP
     with _source_errors(path) as guard, path.open("rb") as handle:
         lines = _CsvLines(handle, limits)
         reader = csv.DictReader(lines)
+        header_error = _read_header(reader, limits.max_field_chars)
+        yield from lines.drain(path.name)
+        if header_error:
+            yield RowError(f"{path.name}:1", None, f"unreadable header: {header_error}")
+            return
         while True:
-            start = reader.line_num + 1
-            guard.at = start
+            lines.record_start = None
+            guard.at = lines.consumed + 1
             row, error = _next_csv_row(reader, limits.max_field_chars)
+            start = lines.record_start or lines.consumed  # csv skips blank lines silently
             yield from lines.drain(path.name)
             if error is not None:
                 yield RowError(f"{path.name}:{start}", None, error)
@@ -83,6 +89,17 @@ def read_csv(path: Path, columns: ColumnMap, options: SourceOptions = DEFAULT_OP
             else:
                 yield _csv_row(parser, row, f"{path.name}:{start}", limits)
     yield from guard.errors
+
+
+def _read_header(reader: csv.DictReader, max_field: int) -> str | None:
+    previous = csv.field_size_limit(max_field + 1)
+    try:
+        reader.fieldnames  # noqa: B018 - reads the header line now, not at the first row
+    except csv.Error as exc:
+        return str(exc)
+    finally:
+        csv.field_size_limit(previous)
+    return None
 
 
 def _next_csv_row(reader: csv.DictReader, max_field: int) -> tuple[dict | None, str | None]:
@@ -110,14 +127,21 @@ class _CsvLines:
     def __init__(self, handle: Any, limits: RowLimits) -> None:
         self.lines = bounded_lines(handle, limits.max_line_bytes)
         self.limits, self.pending = limits, []
+        self.consumed = 0  # physical lines handed to csv so far
+        self.record_start: int | None = None  # first non-blank line of the current record
 
     def __iter__(self) -> Iterator[str]:
         for number, line in self.lines:
+            self.consumed = number
             try:
-                yield decode_line(line, self.limits)
+                text = decode_line(line, self.limits)
             except RowRejected as exc:
                 self.pending.append((number, str(exc)))
                 yield "\n"
+                continue
+            if self.record_start is None and text.strip("\r\n"):
+                self.record_start = number
+            yield text
 
     def drain(self, name: str) -> Iterator[RowError]:
         while self.pending:

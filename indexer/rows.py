@@ -237,7 +237,9 @@ def _integral(value: Any) -> bool:
 
 def _safe_id(row: Any, column: str) -> str | None:
     value = row.get(column) if isinstance(row, dict) else None
-    return value[:512] if isinstance(value, str) and "\0" not in value else None
+    if not isinstance(value, str) or "\0" in value or not value.strip():
+        return None
+    return value[:512]
 
 
 def _check_string(what: str, value: str, max_chars: int) -> None:
