@@ -206,3 +206,33 @@ def test_hostile_sources_short(ws, hostile_tree, reliability_report):
 def test_hostile_sources_full(ws, hostile_tree, reliability_report):
     tried = _run_all(ws, hostile_tree, reliability_report, scale=8, workers=2, label="full")
     assert tried >= 700  # with the API's share, over 1,000 inputs in all
+
+
+@pytest.mark.timeout(600)
+def test_cli_refuses_links_out_of_the_folder_unless_asked(tmp_path, tiny_model, capsys):
+    from indexer.cli import main
+    from search.models.encoder import load_encoder
+    from tests.reliability.hostile import valid_images
+
+    model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
+    photos, outside = tmp_path / "photos", tmp_path / "elsewhere"
+    photos.mkdir()
+    outside.mkdir()
+    inside, external = valid_images(1)[:2]
+    (photos / inside.name).write_bytes(inside.data)
+    (outside / external.name).write_bytes(external.data)
+    (photos / "linked.jpg").symlink_to(outside / external.name)
+    (photos / "zero.jpg").symlink_to("/dev/zero")
+    common = ["--model", model, "--workers", "0", "--no-progress", "--json",
+              "--home", str(tmp_path / "home")]
+    assert main(["add", str(photos), "-c", "p", *common]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["indexed"], first["failed"]) == (1, 2)
+    lines = Path(first["report"]).read_text().splitlines()
+    reasons = [json.loads(line)["reason"] for line in lines]
+    assert all("leads outside the source root" in r for r in reasons), reasons
+    assert main(["add", str(photos), "-c", "p", "--follow-external-symlinks", *common]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (second["indexed"], second["unchanged"], second["failed"]) == (1, 1, 1)
+    report = Path(second["report"]).read_text()
+    assert "not a regular file (character device): /dev/zero" in report
