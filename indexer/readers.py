@@ -23,6 +23,7 @@ from indexer.rows import (
     SourceOptions,
     SourceRecord,
     bounded_lines,
+    check_id,
     clean_attributes,
     contained_path,
     decode_line,
@@ -237,16 +238,23 @@ def read_folder(root: Path, options: SourceOptions = DEFAULT_OPTIONS) -> Iterato
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         external_id = path.relative_to(root).as_posix()
         try:
+            check_id(external_id, options.limits)
             image = contained_path(path, root, options)
             text, attributes = _sidecar(path, root, options)
         except (RowRejected, XmodalError, OSError) as exc:
-            yield RowError(external_id, external_id, str(exc))
+            label = _printable(external_id)
+            yield RowError(label, label, str(exc))
             continue
         except Exception as exc:  # noqa: BLE001 - one odd file is one failure
-            yield RowError(external_id, external_id,
-                           f"unreadable sidecar: {type(exc).__name__}: {exc}")
+            label = _printable(external_id)
+            yield RowError(label, label, f"unreadable sidecar: {type(exc).__name__}: {exc}")
             continue
         yield SourceRecord(NewItem(external_id, text, image, attributes), external_id)
+
+
+def _printable(external_id: str) -> str:
+    """An id for the failure report, which must itself be storable."""
+    return external_id.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _sidecar(image: Path, root: Path, options: SourceOptions

@@ -219,7 +219,7 @@ class RowParser:
         if isinstance(raw_id, dict | list | bytes | float) and not _integral(raw_id):
             raise RowRejected(f"id must be a string or an integer, not {type(raw_id).__name__}")
         external_id = str(int(raw_id) if isinstance(raw_id, float) else raw_id).strip()
-        _check_string("id", external_id, self.options.limits.max_id_chars)
+        check_id(external_id, self.options.limits)
         return external_id
 
     def _image_path(self, value: Any) -> Path:
@@ -231,6 +231,10 @@ class RowParser:
         return contained_path(path, self.base_dir, self.options)
 
 
+def check_id(external_id: str, limits: RowLimits) -> None:
+    _check_string("id", external_id, limits.max_id_chars)
+
+
 def _integral(value: Any) -> bool:
     return isinstance(value, float) and value.is_integer()
 
@@ -239,7 +243,7 @@ def _safe_id(row: Any, column: str) -> str | None:
     value = row.get(column) if isinstance(row, dict) else None
     if not isinstance(value, str) or "\0" in value or not value.strip():
         return None
-    return value[:512]
+    return value[:512].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _check_string(what: str, value: str, max_chars: int) -> None:
@@ -247,6 +251,17 @@ def _check_string(what: str, value: str, max_chars: int) -> None:
         raise RowRejected(f"{what} is {len(value):,} characters, limit {max_chars:,}")
     if "\0" in value:
         raise RowRejected(f"{what} contains a NUL character")
+    _check_unicode(what, value)
+
+
+def _check_unicode(what: str, value: str) -> None:
+    """JSON's "\\ud800" escapes and undecodable file names give lone surrogates, which no
+    database driver can store: refused here rather than failing a whole batch's write."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RowRejected(f"{what} is not valid Unicode (lone surrogate at {exc.start})"
+                          ) from None
 
 
 def clean_attributes(raw: dict[str, Any], limits: RowLimits) -> dict[str, Any]:
@@ -256,7 +271,7 @@ def clean_attributes(raw: dict[str, Any], limits: RowLimits) -> dict[str, Any]:
     if len(attributes) > limits.max_attributes:
         raise RowRejected(f"{len(attributes):,} attributes, limit {limits.max_attributes}")
     for key, value in attributes.items():
-        _check_string("attribute name", key, 256)
+        _check_string("attribute name", key[:257], 256)
         _check_json_value(key, value, limits.max_json_depth)
         size = len(json.dumps(value, ensure_ascii=False).encode())
         if size > limits.max_attribute_bytes:
@@ -295,6 +310,7 @@ def _check_json_value(key: str, value: Any, max_depth: int) -> None:
         if isinstance(node, str):
             if "\0" in node:
                 raise RowRejected(f"attribute {key!r} contains a NUL character")
+            _check_unicode(f"attribute {key!r}", node)
         elif isinstance(node, bool) or node is None:
             continue
         elif isinstance(node, int):
@@ -309,6 +325,7 @@ def _check_json_value(key: str, value: Any, max_depth: int) -> None:
             for k, v in node.items():
                 if not isinstance(k, str) or "\0" in k:
                     raise RowRejected(f"attribute {key!r} has a key that is not plain text")
+                _check_unicode(f"attribute {key!r}", k)
                 stack.append((v, depth + 1))
         else:
             raise RowRejected(f"attribute {key!r} holds a {type(node).__name__}, not JSON")

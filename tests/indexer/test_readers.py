@@ -337,3 +337,24 @@ def test_catalog_rows_name_special_files(tmp_path):
     assert [(e.location, e.external_id) for e in errors] == [("c.jsonl:1", "zero"),
                                                             ("c.jsonl:2", "out")]
     assert all("leads outside the source root" in e.reason for e in errors)
+
+
+def test_lone_surrogates_and_undecodable_names_fail_their_row(tmp_path):
+    rows = ['{"id": "a", "title": "ok"}', '{"id": "b", "title": "x\\ud800y"}',
+            '{"id": "c\\udfff", "title": "t"}', '{"id": "d", "title": "t", "k": ["\\ud83d"]}',
+            '{"id": "e", "title": "ok"}']
+    (tmp_path / "c.jsonl").write_text("\n".join(rows) + "\n")
+    records, errors = _split(open_source(tmp_path / "c.jsonl"))
+    assert [r.item.external_id for r in records] == ["a", "e"]
+    assert [e.location for e in errors] == ["c.jsonl:2", "c.jsonl:3", "c.jsonl:4"]
+    assert all("not valid Unicode" in e.reason for e in errors)
+    assert all(e.external_id is None or e.external_id.encode() for e in errors)
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(b"x")
+    bad_name = os.fsdecode(b"bad-\xff.png")
+    (folder / bad_name).write_bytes(b"x")
+    records, errors = _split(open_source(folder))
+    assert [r.item.external_id for r in records] == ["good.png"]
+    assert [(e.external_id, e.location) for e in errors] == [("bad-\\udcff.png",) * 2]

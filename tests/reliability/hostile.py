@@ -234,6 +234,7 @@ def jsonl_raw_cases(prefix: str) -> list[RowCase]:
             + b"\xff\xfe\xc3" + b'"}'),
         raw(f"{prefix}nul-byte", f'{{"id": "{prefix}nul-byte", "title": "a'.encode()
             + b"\x00" + b'"}'),
+        raw(f"{prefix}surrogate", f'{{"id": "{prefix}surrogate", "title": "a\\ud800b"}}'),
         raw(f"{prefix}nan", f'{{"id": "{prefix}nan", "title": "t", "price": NaN}}'),
         raw(f"{prefix}inf", f'{{"id": "{prefix}inf", "title": "t", "price": 1e999}}'),
         raw(f"{prefix}huge-line", f'{{"id": "{prefix}huge-line", "title": "t", "x": "'

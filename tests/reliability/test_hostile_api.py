@@ -80,6 +80,9 @@ def query_probes() -> Iterator[Probe]:
                  + json.dumps([{"text": "a", "weight": 1}] * 1000) + "}",
                  '{"collection": "shop", "text": "a", "unknown": 1}', "not json", ""):
         yield _search(body)
+    # a lone surrogate in a query may be searched for (nothing is stored), never a 5xx
+    yield Probe("search lone surrogate", "POST", "/v1/search",
+                _json('{"collection": "shop", "text": "a\\ud800"}'), Expect.EITHER)
     yield Probe("search invalid utf-8", "POST", "/v1/search",
                 _json(b'{"collection": "shop", "text": "\xff\xfe"}'))
     yield Probe("search wrong content type", "POST", "/v1/search",
@@ -93,6 +96,10 @@ def write_probes() -> Iterator[Probe]:
         '{"text": "x", "attributes": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}",
         **WRITE))
     yield Probe("put invalid utf-8", "PUT", f"{ITEMS}/utf", _json(b'{"text": "\xff"}', **WRITE))
+    yield Probe("put lone surrogate", "PUT", f"{ITEMS}/sur",
+                _json('{"text": "a\\ud800b"}', **WRITE))
+    yield Probe("put lone surrogate attribute", "PUT", f"{ITEMS}/sur2",
+                _json('{"text": "a", "attributes": {"k\\udfff": "v"}}', **WRITE))
     yield Probe("put NaN attribute", "PUT", f"{ITEMS}/nan",
                 _json('{"text": "x", "attributes": {"p": NaN}}', **WRITE))
     yield Probe("put huge body", "PUT", f"{ITEMS}/huge",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
 import threading
 from pathlib import Path
@@ -169,6 +170,10 @@ def _run_all(ws, hostile_tree, report, scale: int, workers: int, label: str) -> 
     names = build(scale)
     rng = random.Random(scale)
     folder = {name: (expect, name) for name, expect in names.items()}
+    undecodable = os.fsdecode(b"undecodable-\xff.png")  # a name no database can store
+    (root / "images" / undecodable).write_bytes(image_cases()[0].data)
+    printable = "undecodable-\\udcff.png"
+    folder[printable] = (Expect.INVALID, printable)
     jsonl_cases = row_cases(rng, scale, names, "j-")
     for raw in jsonl_raw_cases("j-"):
         jsonl_cases.insert(rng.randrange(1, len(jsonl_cases)), raw)
