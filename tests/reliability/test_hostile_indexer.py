@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import resource
 import threading
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from tests.reliability.hostile import (
 )
 
 HANG_S = 240  # one source's whole job; a hang is a job that outlives this
+MAX_GROWTH_MIB = 1024
 
 
 def _run_job(ws, name: str, source: Path, workers: int) -> tuple[object, str | None, bool]:
@@ -45,9 +47,13 @@ def _run_job(ws, name: str, source: Path, workers: int) -> tuple[object, str | N
         except BaseException as exc:  # noqa: BLE001 - a crash is what we count
             outcome["crash"] = f"{type(exc).__name__}: {exc}"
 
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
     thread = threading.Thread(target=job, daemon=True)
     thread.start()
     thread.join(HANG_S)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    # bounded reads: /dev/zero, 9 MiB lines and 2 MB cells must not raise the peak much
+    assert grown_mib < MAX_GROWTH_MIB, f"{name}: peak memory grew by {grown_mib:,.0f} MiB"
     return outcome.get("summary"), outcome.get("crash"), thread.is_alive()
 
 
