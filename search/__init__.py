@@ -9,6 +9,7 @@ by their full paths. The map:
 - `search.models` — encoders (`load_encoder`), image generators, configs, shipped weights.
 - `search.collection` — a collection's write path, the write lock, missing-image backfill.
 - `search.media` — safe image decoding and the media store.
+- `search.files` — reading user-named files: regular files only, bounded.
 - `search.query`, `search.engine`, `search.filters` — the query path.
 - `search.workspace`, `search.live`, `search.settings`, `search.errors`.
 """
@@ -37,9 +38,10 @@ from search.errors import (
     UnknownItemError,
     XmodalError,
 )
+from search.files import read_regular_file
 from search.filters import parse_filters
 from search.live import Change, CollectionRefresher
-from search.media import DecodeLimits, MiB, decode_image, read_regular_file
+from search.media import DecodeLimits, MiB, decode_image
 from search.models.encoder import Encoder, load_encoder, resolve_device
 from search.models.generator import ImageGenerator, load_generator
 from search.query import MAX_K, Fusion, Hit, QueryPart, SearchQuery, SearchResult, Target

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from search.errors import InvalidInputError, XmodalError
-from search.media import DEFAULT_LIMITS, MediaStore, decode_image, read_regular_file
+from search.files import read_regular_file
+from search.media import DEFAULT_LIMITS, MediaStore, decode_image
 from search.models.encoder import Encoder
 
 _log = logging.getLogger(__name__)

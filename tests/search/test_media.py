@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from search import media
+from search import files, media
 from search.errors import (
     CorruptImageError,
     ImageNotFoundError,
@@ -443,7 +443,7 @@ def test_special_files_are_refused_without_blocking(special_files, kind: str) ->
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(CorruptImageError, match=re.escape(f"not a regular file ({kind})")):
-        media.read_regular_file(special_files[kind], 32 * media.MiB)
+        files.read_regular_file(special_files[kind], 32 * media.MiB)
     with pytest.raises(CorruptImageError, match=re.escape(f"({kind})")):
         decode_image(special_files[kind])
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
@@ -453,14 +453,14 @@ def test_special_files_are_refused_without_blocking(special_files, kind: str) ->
 def test_regular_file_reads_stop_at_the_limit(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 1000)
-    assert media.read_regular_file(path, 1000) == b"x" * 1000
+    assert files.read_regular_file(path, 1000) == b"x" * 1000
     with pytest.raises(ImageTooLargeError, match="limit"):
-        media.read_regular_file(path, 999)
+        files.read_regular_file(path, 999)
     with pytest.raises(ImageNotFoundError):
-        media.read_regular_file(tmp_path / "nope", 10)
+        files.read_regular_file(tmp_path / "nope", 10)
     (tmp_path / "dangling").symlink_to(tmp_path / "nope")
     with pytest.raises(ImageNotFoundError):
-        media.read_regular_file(tmp_path / "dangling", 10)
+        files.read_regular_file(tmp_path / "dangling", 10)
 
 
 def test_reads_never_exceed_limit_plus_one(tmp_path: Path, monkeypatch) -> None:
@@ -474,6 +474,6 @@ def test_reads_never_exceed_limit_plus_one(tmp_path: Path, monkeypatch) -> None:
         asked.append(n)
         return real_read(fd, n) or b"y" * n  # endless, like a file appended to
 
-    monkeypatch.setattr(media.os, "read", growing_read)
-    data = media.read_regular_file(path, 5 * media.MiB)
+    monkeypatch.setattr(files.os, "read", growing_read)
+    data = files.read_regular_file(path, 5 * media.MiB)
     assert len(data) == 5 * media.MiB + 1 and sum(asked) == 5 * media.MiB + 1
