@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: system install test lint bench-vectors bench-ingest bench-api demo clean
+.PHONY: system install test lint bench-vectors bench-ingest bench-api demo clean reliability
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ system:
 test: system $(STAMP)
 	# faiss/torch threads spin while idle by default: ruinous on shared cores
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Reliability suite, slow parts included: hostile inputs, security, faults, load; prints a
+# table and writes JSON to tests/reliability/results/ (the short parts also run in `test`)
+reliability: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check search indexer api tests

@@ -44,6 +44,9 @@ def _add_parser(sub) -> None:
     p.add_argument("--generator", default="house", help="image generator backend "
                                                         "(house or diffusers)")
     p.add_argument("--generator-model", help="diffusers hub id or local path")
+    p.add_argument("--follow-external-symlinks", action="store_true",
+                   help="read images and captions whose symlink leads outside the source's "
+                        "folder (refused by default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -103,7 +106,9 @@ def _options(args: argparse.Namespace) -> IndexOptions:
                         progress=not args.no_progress, report_path=getattr(args, "report", None),
                         generate_missing=getattr(args, "generate_missing", False),
                         generator=getattr(args, "generator", "house"),
-                        generator_model=getattr(args, "generator_model", None))
+                        generator_model=getattr(args, "generator_model", None),
+                        follow_external_symlinks=getattr(args, "follow_external_symlinks",
+                                                         False))
 
 
 def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:

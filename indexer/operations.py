@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from indexer.jobs import JobRunner, JobSummary
 from indexer.pipeline import IndexOptions, local_preparer
-from indexer.readers import IMAGE_SUFFIXES, ColumnMap, open_source
+from indexer.readers import IMAGE_SUFFIXES, ColumnMap, SourceOptions, open_source
 from search import (
     Collection,
     CollectionStats,
@@ -43,8 +43,15 @@ class CollectionStatus:
 
 
 def count_rows(source: Path) -> int | None:
-    """A cheap total for the progress bar's ETA (None when unknown)."""
-    source = Path(source)
+    """A cheap total for the progress bar's ETA (None when unknown, or unreadable: the
+    reader reports why, row by row)."""
+    try:
+        return _count_rows(Path(source))
+    except Exception:  # noqa: BLE001 - an ETA is cosmetic; never fail a job over it
+        return None
+
+
+def _count_rows(source: Path) -> int | None:
     if source.is_dir():
         return sum(1 for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if source.suffix.lower() == ".parquet":
@@ -82,7 +89,9 @@ def index_source(workspace: Workspace, collection_name: str, source: Path, *,
     runner = JobRunner(collection, "add", params, options, report_dir(workspace,
                                                                       collection_name))
     try:
-        rows = open_source(Path(source), columns)
+        source_options = SourceOptions(
+            follow_external_symlinks=options.follow_external_symlinks)
+        rows = open_source(Path(source), columns, source_options)
         if engine == "ray":
             from indexer.distributed import RayPreparer
 

@@ -36,6 +36,8 @@ class IndexOptions:
     generate_missing: bool = False  # give text-only items a generated image
     generator: str = "house"
     generator_model: str | None = None
+    # read images and sidecars whose symlink leads outside the source's root
+    follow_external_symlinks: bool = False
 
 
 def _init_worker(ctx: PrepareContext) -> None:

@@ -9,6 +9,7 @@ by their full paths. The map:
 - `search.models` — encoders (`load_encoder`), image generators, configs, shipped weights.
 - `search.collection` — a collection's write path, the write lock, missing-image backfill.
 - `search.media` — safe image decoding and the media store.
+- `search.files` — reading user-named files: regular files only, bounded.
 - `search.query`, `search.engine`, `search.filters` — the query path.
 - `search.workspace`, `search.live`, `search.settings`, `search.errors`.
 """
@@ -53,6 +54,7 @@ from search.errors import (
     UnknownItemError,
     XmodalError,
 )
+from search.files import read_regular_file
 from search.filters import MAX_FILTER_FIELDS, MAX_IN_VALUES, parse_filters
 from search.live import Change, CollectionRefresher
 from search.media import THUMBNAIL_SIZES, DecodeLimits, MiB, decode_image
@@ -87,7 +89,7 @@ __all__ = [
     "Searcher", "Settings", "Target", "UnknownCollectionError", "UnknownItemError", "Workspace",
     "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing",
     "item_seed", "items_by_id", "load_encoder", "load_generator", "parse_filters",
-    "prepare_or_fail", "resolve_device",
+    "prepare_or_fail", "read_regular_file", "resolve_device",
     # typed records that cross into api/ and indexer/
     "CollectionCounts", "CollectionStats", "FailureRecord", "Generation", "IndexStats",
     "IndexVersionRecord", "ItemDetail", "JobRecord", "StoredItem", "VectorRef", "index_stats",

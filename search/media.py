@@ -30,13 +30,13 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from search.errors import (
     CorruptImageError,
-    ImageNotFoundError,
     ImageTooLargeError,
     InvalidInputError,
     InvalidMediaRefError,
     MediaNotFoundError,
     XmodalError,
 )
+from search.files import read_regular_file
 
 MiB = 1024 * 1024
 
@@ -124,19 +124,7 @@ def _read_limited(source: ImageSource, max_bytes: int) -> bytes:
 
 
 def _read_path(path: Path, max_bytes: int) -> bytes:
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise CorruptImageError(f"not a regular file: {path}")
-        # stat first, so a huge file is refused without reading a byte of it
-        if size > max_bytes:
-            raise ImageTooLargeError(
-                f"image file is {_format_bytes(size)}, limit {_format_bytes(max_bytes)}: {path}"
-            )
-        with path.open("rb") as file:
-            return file.read(max_bytes + 1)  # the file may have grown since stat
-    except FileNotFoundError as exc:
-        raise ImageNotFoundError(f"no image file at {path}") from exc
+    return read_regular_file(path, max_bytes)
 
 
 @contextmanager

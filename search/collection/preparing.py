@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,11 @@ import torch
 from PIL import Image
 
 from search.errors import InvalidInputError, XmodalError
-from search.media import MediaStore, decode_image
+from search.files import read_regular_file
+from search.media import DEFAULT_LIMITS, MediaStore, decode_image
 from search.models.encoder import Encoder
+
+_log = logging.getLogger(__name__)
 
 ImageInput = bytes | str | Path | Image.Image
 _SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
@@ -77,11 +81,8 @@ def _image_bytes(image: ImageInput) -> bytes:
         return buffer.getvalue()
     if isinstance(image, bytes):
         return image
-    path = Path(image)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read image file {path}: {exc.strerror}") from None
+    # regular files only, never more than the decoder would accept (+1 to tell it so)
+    return read_regular_file(Path(image), DEFAULT_LIMITS.max_bytes)
 
 
 def prepare_item(item: NewItem, ctx: PrepareContext, known_hash: str | None = None
@@ -118,11 +119,16 @@ def _suffix(data: bytes) -> str:
 
 def prepare_or_fail(item: NewItem, ctx: PrepareContext, known_hash: str | None
                     ) -> PreparedItem | ItemFailure:
+    """One item's outcome; whatever goes wrong with it stays its own failure."""
+    external_id = item.external_id if isinstance(item.external_id, str) else None
     try:
         return prepare_item(item, ctx, known_hash)
     except XmodalError as exc:
-        external_id = item.external_id if isinstance(item.external_id, str) else None
         return ItemFailure(external_id or None, "prepare", str(exc))
+    except Exception as exc:  # noqa: BLE001 - a decoder's surprise must not end the batch
+        _log.warning("unexpected error preparing %r", external_id, exc_info=True)
+        return ItemFailure(external_id or None, "prepare",
+                           f"unexpected {type(exc).__name__}: {exc}")
 
 
 def prepare_items(items: Sequence[NewItem], ctx: PrepareContext, known: dict[str, str]

@@ -85,7 +85,7 @@ def test_bad_input_is_reported_and_nothing_stored_is_damaged(ws, tmp_path):
     failures = [json.loads(line) for line in report_path.read_text().splitlines()]
     reasons = {f["external_id"]: f["reason"] for f in failures}
     assert "truncated" in reasons["bad-truncated"]
-    assert "cannot read image file" in reasons["bad-missing"]
+    assert "no image file at" in reasons["bad-missing"]
     assert "bomb" in reasons["bad-bomb"] or " MP" in reasons["bad-bomb"]
     assert "neither text nor image" in reasons["bad-empty"]
     assert "duplicate id" in reasons["sku-0"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from search import media
+from search import files, media
 from search.errors import (
     CorruptImageError,
     ImageNotFoundError,
@@ -412,3 +412,68 @@ def test_stored_files_are_readable_by_others(store: MediaStore) -> None:
     ref = store.put(b"data", suffix="bin")
 
     assert os.stat(store.resolve(ref)).st_mode & 0o044 == 0o044
+
+
+# --- reading files: regular files only, bounded ------------------------------------
+
+
+@pytest.fixture
+def special_files(tmp_path: Path):
+    """name -> path of each kind of file that is not a regular file."""
+    import socket
+
+    os.mkfifo(tmp_path / "fifo.jpg")  # no writer: a blocking open would wait forever
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.jpg"))
+    (tmp_path / "dir.jpg").mkdir()
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    yield {"FIFO": tmp_path / "fifo.jpg", "socket": tmp_path / "sock.jpg",
+           "directory": tmp_path / "dir.jpg", "character device": tmp_path / "zero.jpg",
+           "symlink loop": tmp_path / "a.jpg"}
+    sock.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["FIFO", "socket", "directory", "character device",
+                                  "symlink loop"])
+def test_special_files_are_refused_without_blocking(special_files, kind: str) -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CorruptImageError, match=re.escape(f"not a regular file ({kind})")):
+        files.read_regular_file(special_files[kind], 32 * media.MiB)
+    with pytest.raises(CorruptImageError, match=re.escape(f"({kind})")):
+        decode_image(special_files[kind])
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 16 * 1024  # nothing was read: /dev/zero would fill any budget
+
+
+def test_regular_file_reads_stop_at_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 1000)
+    assert files.read_regular_file(path, 1000) == b"x" * 1000
+    with pytest.raises(ImageTooLargeError, match="limit"):
+        files.read_regular_file(path, 999)
+    with pytest.raises(ImageNotFoundError):
+        files.read_regular_file(tmp_path / "nope", 10)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nope")
+    with pytest.raises(ImageNotFoundError):
+        files.read_regular_file(tmp_path / "dangling", 10)
+
+
+def test_reads_never_exceed_limit_plus_one(tmp_path: Path, monkeypatch) -> None:
+    """A file growing after fstat: we still read at most max_bytes + 1."""
+    path = tmp_path / "grows.bin"
+    path.write_bytes(b"")
+    asked: list[int] = []
+    real_read = os.read
+
+    def growing_read(fd: int, n: int) -> bytes:
+        asked.append(n)
+        return real_read(fd, n) or b"y" * n  # endless, like a file appended to
+
+    monkeypatch.setattr(files.os, "read", growing_read)
+    data = files.read_regular_file(path, 5 * media.MiB)
+    assert len(data) == 5 * media.MiB + 1 and sum(asked) == 5 * media.MiB + 1
