@@ -37,18 +37,32 @@ from search.errors import (
     UnknownItemError,
     XmodalError,
 )
+from search.facets import FacetBucket, FacetCounts, FacetScope, parse_facets
 from search.filters import parse_filters
 from search.live import Change, CollectionRefresher
 from search.media import DecodeLimits, MiB, decode_image
 from search.models.encoder import Encoder, load_encoder, resolve_device
 from search.models.generator import ImageGenerator, load_generator
-from search.query import MAX_K, Fusion, Hit, QueryPart, SearchQuery, SearchResult, Target
+from search.query import (
+    MAX_K,
+    Fusion,
+    FusionMethod,
+    Hit,
+    QueryPart,
+    Ranked,
+    SearchMode,
+    SearchQuery,
+    SearchResult,
+    Target,
+)
 from search.settings import Settings
 from search.workspace import Workspace
 
 __all__ = [
     "MAX_K", "AddReport", "Change", "Collection", "CollectionRefresher", "CorruptImageError",
-    "DecodeLimits", "Encoder", "Fusion", "Hit", "ImageGenerator", "ImageTooLargeError",
+    "DecodeLimits", "Encoder", "FacetBucket", "FacetCounts", "FacetScope", "Fusion",
+    "FusionMethod", "Ranked", "SearchMode", "parse_facets", "Hit", "ImageGenerator",
+    "ImageTooLargeError",
     "InvalidInputError", "InvalidQueryError", "ItemFailure", "ItemRecord", "MiB", "Modality",
     "NewItem", "PrepareContext", "PreparedItem", "QueryPart", "SearchQuery", "SearchResult",
     "Searcher", "Settings", "Target", "UnknownCollectionError", "UnknownItemError", "Workspace",

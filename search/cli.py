@@ -13,8 +13,9 @@ from rich.table import Table
 
 from search.engine import Searcher
 from search.errors import XmodalError
+from search.facets import parse_facets
 from search.filters import parse_filters
-from search.query import QueryPart, SearchQuery, SearchResult, Target
+from search.query import FusionMethod, QueryPart, SearchMode, SearchQuery, SearchResult, Target
 from search.settings import Settings
 from search.workspace import Workspace
 
@@ -38,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nprobe", type=int, help="IVF lists to probe (default 32)")
     parser.add_argument("--no-generated", dest="include_generated", action="store_false",
                         help="match real pictures only, not ones generated from texts")
+    parser.add_argument("--mode", choices=[m.value for m in SearchMode],
+                        help="vector, keyword (lexical index, no encoder) or hybrid (both, "
+                             "fused); default: hybrid for text, vector for images")
+    parser.add_argument("--fusion", choices=[f.value for f in FusionMethod], default="rrf",
+                        help="hybrid fusion: rrf (default) or weighted (see --alpha)")
+    parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="weighted fusion: share of the vector side (default 0.5)")
+    parser.add_argument("--facet", dest="facets", action="append", metavar="FIELD|JSON",
+                        help='count values of an attribute (repeatable); JSON for ranges: '
+                             '\'{"field": "price", "ranges": [[0, 10], [10, null]]}\'')
     parser.add_argument("--home", type=Path, help="XMODAL_HOME (default from settings)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -50,22 +62,31 @@ def query_from_args(args: argparse.Namespace) -> SearchQuery:
     if args.image:
         parts.append(QueryPart(image=args.image))
     filters = tuple(parse_filters(json.loads(args.filters))) if args.filters else ()
+    facets = [json.loads(f) if f.lstrip().startswith("{") else f for f in args.facets or []]
     return SearchQuery(args.collection, tuple(parts), target=Target(args.target), k=args.k,
                        offset=args.offset, filters=filters, min_score=args.min_score,
                        dedupe=args.dedupe, nprobe=args.nprobe,
-                       include_generated=args.include_generated)
+                       include_generated=args.include_generated,
+                       mode=SearchMode(args.mode) if args.mode else None,
+                       fusion_method=FusionMethod(args.fusion), rrf_k=args.rrf_k,
+                       alpha=args.alpha, facets=tuple(parse_facets(facets)))
 
 
 def render(result: SearchResult, console: Console) -> None:
-    table = Table(title=f"{len(result.hits)} hits ({result.total_considered} considered)")
-    for column in ("#", "score", "matched", "id", "text", "image", "attributes"):
+    mode = f", {result.mode.value}" if result.mode else ""
+    table = Table(title=f"{len(result.hits)} hits ({result.total_considered} considered{mode})")
+    for column in ("#", "score", "matched", "rankers", "id", "text", "image", "attributes"):
         table.add_column(column)
     for rank, hit in enumerate(result.hits, 1):
         badge = " (generated)" if hit.generated else ""
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.modality, hit.external_id,
+        rankers = " ".join(f"{name}#{r.rank}" for name, r in hit.rankers.items())
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.modality, rankers, hit.external_id,
                       (hit.text or "")[:60], (hit.image_ref or "") + badge,
                       json.dumps(hit.attributes)[:60])
     console.print(table)
+    for facet in result.facets:
+        counts = ", ".join(f"{b.value}: {b.count}" for b in facet.buckets)
+        console.print(f"{facet.field} ({result.facet_scope}): {counts}")
     console.print(" ".join(f"{k}={v:.1f}" for k, v in result.timings_ms.items()))
 
 
@@ -85,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"hits": [asdict(h) for h in result.hits],
                           "total_considered": result.total_considered,
+                          "mode": result.mode, "facet_scope": result.facet_scope,
+                          "facets": [asdict(f) for f in result.facets],
                           "took_ms": result.timings_ms}, indent=2))
     else:
         render(result, Console())

@@ -4,7 +4,7 @@ rankings fused), with exact identifier matches first and facet counts.
 The vector side is `Searcher.vector_search` unchanged; this module asks it for a fixed
 candidate depth, runs the lexical ranker over the query's text parts (never the encoder),
 and fuses the two rankings per query: reciprocal rank fusion (`rrf_k`) or weighted
-min-max normalised scores (`alpha`). Candidate depth does not depend on the page while
+normalised scores (`alpha`). Candidate depth does not depend on the page while
 `offset + k <= CANDIDATE_DEPTH`, so pages within it never overlap or skip.
 """
 
@@ -34,9 +34,11 @@ def resolve_mode(query: SearchQuery) -> SearchMode:
     has_text = bool(keyword_text(query))
     if query.mode is None:
         return DEFAULT_TEXT_MODE if has_text else SearchMode.VECTOR
-    if query.mode is SearchMode.KEYWORD and not has_text:
-        raise InvalidQueryError("keyword mode needs a text query (image and vector inputs "
-                                "are searched by vector only)")
+    if query.mode is SearchMode.KEYWORD and (
+            not has_text or any(p.text is None for p in query.parts)):
+        raise InvalidQueryError("keyword mode needs a text query and reads text only "
+                                "(images, vectors and items are searched by vector: use "
+                                "hybrid to mix them with text)")
     return query.mode
 
 
@@ -107,7 +109,7 @@ def fuse(rankings: list[_Ranking], query: SearchQuery) -> list[tuple[int, float]
             parts = [1.0 / (query.rrf_k + rank) for rank in range(1, len(ranking.item_ids) + 1)]
         else:
             share = query.alpha if ranking.name == "vector" else 1 - query.alpha
-            parts = [share * s for s in _min_max(ranking.scores)]
+            parts = [share * s for s in _normalise(ranking)]
         for item_id, part in zip(ranking.item_ids, parts, strict=True):
             totals[item_id] = totals.get(item_id, 0.0) + part
     first = {item_id: position for position, item_id in enumerate(exact)}
@@ -117,10 +119,13 @@ def fuse(rankings: list[_Ranking], query: SearchQuery) -> list[tuple[int, float]
     return [(i, totals[i]) for i in order]
 
 
-def _min_max(scores: list[float]) -> list[float]:
+def _normalise(ranking: _Ranking) -> list[float]:
+    """Scores onto [0, 1]: cosines min-max over the candidates; keyword scores (BM25,
+    ts_rank: never negative) over their maximum, so the last keyword match keeps a share."""
+    scores = ranking.scores
     if not scores:
         return []
-    low, high = min(scores), max(scores)
+    low, high = (0.0 if ranking.name == "keyword" else min(scores)), max(scores)
     if high == low:
         return [1.0] * len(scores)
     return [(s - low) / (high - low) for s in scores]
