@@ -15,10 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from search.catalog.keyword import ItemView, KeywordMatch
+from search.catalog.lexical import KeywordQuery
 from search.collection.collection import Collection
 from search.errors import InvalidQueryError
 from search.facets import FacetScope, count_facets
-from search.query import FusionMethod, Hit, Ranked, SearchMode, SearchQuery, SearchResult
+from search.query import (
+    FusionMethod,
+    Hit,
+    Ranked,
+    SearchMode,
+    SearchQuery,
+    SearchResult,
+    Target,
+)
 
 CANDIDATE_DEPTH = 100  # per ranker
 DEFAULT_TEXT_MODE = SearchMode.VECTOR  # the mode of a text query that names none
@@ -68,13 +77,14 @@ def run(query: SearchQuery, collection: Collection, vector_search: VectorSearch
                                       mode=SearchMode.VECTOR))
         vector_hits, considered, timings = inner.hits, inner.total_considered, inner.timings_ms
     started = time.perf_counter()
-    rankings, keyword_query = _keyword_rankings(query, collection, mode, depth)
+    rankings, keyword_query = ([], None) if mode is SearchMode.VECTOR else \
+        _keyword_rankings(query, collection, depth)
     rankings.append(_Ranking("vector", [h.item_id for h in vector_hits],
                              [h.score for h in vector_hits]))
     timings["keyword_ms"] = _ms_since(started)
     started = time.perf_counter()
     fused = fuse(rankings, query)
-    hits = _hits(fused, rankings, vector_hits, collection)
+    hits = _hits(fused, rankings, vector_hits, collection, query.target)
     timings["fusion_ms"] = _ms_since(started)
     facets, scope = (), None
     if query.facets:
@@ -85,8 +95,8 @@ def run(query: SearchQuery, collection: Collection, vector_search: VectorSearch
     return SearchResult(page, max(considered, len(hits)), timings, facets, scope, mode)
 
 
-def _keyword_rankings(query: SearchQuery, collection: Collection, mode: SearchMode,
-                      depth: int) -> tuple[list[_Ranking], object]:
+def _keyword_rankings(query: SearchQuery, collection: Collection, depth: int
+                      ) -> tuple[list[_Ranking], KeywordQuery | None]:
     text = keyword_text(query)
     if not text:
         return [], None
@@ -132,7 +142,7 @@ def _normalise(ranking: _Ranking) -> list[float]:
 
 
 def _hits(fused: list[tuple[int, float]], rankings: list[_Ranking], vector_hits: list[Hit],
-          collection: Collection) -> list[Hit]:
+          collection: Collection, target: Target) -> list[Hit]:
     ranks: dict[int, dict[str, Ranked]] = {}
     for ranking in rankings:
         for rank, (item_id, score) in enumerate(zip(ranking.item_ids, ranking.scores,
@@ -145,17 +155,25 @@ def _hits(fused: list[tuple[int, float]], rankings: list[_Ranking], vector_hits:
     for item_id, score in fused:
         if item_id in by_id:
             hit = replace(by_id[item_id], score=score)
-        elif item_id in views:
-            hit = _keyword_hit(views[item_id], score)
+        elif item_id in views and _shows(views[item_id], target):
+            hit = _keyword_hit(views[item_id], score, target)
         else:
-            continue  # deleted between the ranking and the join
+            continue  # deleted meanwhile, or lacks the modality the query targets
         hits.append(_with_rankers(hit, ranks.get(item_id, {})))
     return hits
 
 
-def _keyword_hit(view: ItemView, score: float) -> Hit:
-    # Found by its words: "text" is the modality that matched.
-    return Hit(view.item_id, view.external_id, score, "text", view.text, view.image_ref,
+def _shows(view: ItemView, target: Target) -> bool:
+    """A keyword match is shown for target=image only with a picture, for text with a text."""
+    if target is Target.IMAGE:
+        return view.image_ref is not None
+    return target is Target.ANY or view.text is not None
+
+
+def _keyword_hit(view: ItemView, score: float, target: Target) -> Hit:
+    # Found by its words; the modality shown is the one the query asked for.
+    modality = "image" if target is Target.IMAGE or view.text is None else "text"
+    return Hit(view.item_id, view.external_id, score, modality, view.text, view.image_ref,
                view.attributes, view.generated, {})
 
 
@@ -163,9 +181,10 @@ def _with_rankers(hit: Hit, rankers: dict[str, Ranked]) -> Hit:
     return replace(hit, rankers=dict(rankers))
 
 
-def _facets(query: SearchQuery, collection: Collection, mode: SearchMode, keyword_query,
+def _facets(query: SearchQuery, collection: Collection, mode: SearchMode,
+            keyword_query: KeywordQuery | None,
             hits: list[Hit]) -> tuple[tuple, FacetScope]:
-    if mode is SearchMode.KEYWORD:
+    if mode is SearchMode.KEYWORD and keyword_query is not None:
         counts = collection.catalog.keyword.facets(collection.info.id, keyword_query,
                                                    list(query.filters), list(query.facets))
         return counts, FacetScope.MATCHES

@@ -12,7 +12,7 @@ from search.engine import Searcher
 from search.errors import InvalidQueryError
 from search.facets import FacetBucket, FacetScope, count_facets, parse_facets
 from search.filters import parse_filters
-from search.query import FusionMethod, QueryPart, SearchMode, SearchQuery
+from search.query import FusionMethod, QueryPart, SearchMode, SearchQuery, Target
 from tests.utils.corpus import catalog_items, png_bytes
 
 ITEMS = catalog_items(40) + [
@@ -141,3 +141,23 @@ def test_facets_say_what_they_counted(workspace, shop):
     assert fused.facet_scope is FacetScope.CANDIDATES
     candidates = searcher.search(replace(query, k=100, facets=()))
     assert fused.facets == count_facets(facets, (h.attributes for h in candidates.hits))
+
+
+def test_vector_mode_with_facets_ranks_by_vector_only(workspace, shop):
+    searcher = Searcher(workspace)
+    query = SearchQuery.text("shop", "sneakers", k=10, mode=SearchMode.VECTOR)
+    plain = searcher.search(query)
+    faceted = searcher.search(replace(query, facets=tuple(parse_facets(["category"]))))
+    assert _ids(faceted) == _ids(plain)
+    assert all(set(h.rankers) == {"vector"} for h in faceted.hits)
+    assert faceted.facet_scope is FacetScope.CANDIDATES
+
+
+def test_keyword_matches_respect_the_target_modality(workspace, shop):
+    searcher = Searcher(workspace)
+    for mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+        hits = searcher.search(SearchQuery.text("shop", "sneakers", mode=mode,
+                                                target=Target.IMAGE)).hits
+        ids = [h.external_id for h in hits]
+        assert "shoe-x" in ids and "shoe-y" not in ids  # shoe-y has no picture
+        assert {h.modality for h in hits} == {"image"}
