@@ -117,12 +117,12 @@ FacetSpec = Annotated[str, Field(max_length=64)] | RangeFacet
 class SearchOptions(Strict):
     mode: SearchMode | None = Field(
         default=None, description="vector, keyword (lexical index only) or hybrid (both, "
-        "fused); default: hybrid for queries with text, vector otherwise")
+        "fused); default: vector")
     fusion_method: FusionMethod = Field(
-        default=FusionMethod.RRF, description="hybrid: rrf (reciprocal rank fusion) or "
+        default=FusionMethod.WEIGHTED, description="hybrid: rrf (reciprocal rank fusion) or "
         "weighted (alpha * vector + (1 - alpha) * keyword, normalised scores)")
     rrf_k: int = Field(default=60, ge=1, le=10_000, description="RRF: 1 / (rrf_k + rank)")
-    alpha: Finite = Field(default=0.5, ge=0, le=1, description="weighted: vector share")
+    alpha: Finite = Field(default=0.1, ge=0, le=1, description="weighted: vector share")
     facets: list[FacetSpec] | None = Field(
         default=None, max_length=16, description='Value counts, e.g. ["category", {"field": '
         '"price", "ranges": [[0, 10], [10, 50], [50, null]]}]')

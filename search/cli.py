@@ -41,12 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="match real pictures only, not ones generated from texts")
     parser.add_argument("--mode", choices=[m.value for m in SearchMode],
                         help="vector, keyword (lexical index, no encoder) or hybrid (both, "
-                             "fused); default: hybrid for text, vector for images")
-    parser.add_argument("--fusion", choices=[f.value for f in FusionMethod], default="rrf",
-                        help="hybrid fusion: rrf (default) or weighted (see --alpha)")
+                             "fused); default: vector")
+    parser.add_argument("--fusion", choices=[f.value for f in FusionMethod],
+                        default="weighted",
+                        help="hybrid fusion: weighted (default; see --alpha) or rrf")
     parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")
-    parser.add_argument("--alpha", type=float, default=0.5,
-                        help="weighted fusion: share of the vector side (default 0.5)")
+    parser.add_argument("--alpha", type=float, default=0.1,
+                        help="weighted fusion: share of the vector side (default 0.1)")
     parser.add_argument("--facet", dest="facets", action="append", metavar="FIELD|JSON",
                         help='count values of an attribute (repeatable); JSON for ranges: '
                              '\'{"field": "price", "ranges": [[0, 10], [10, null]]}\'')

@@ -30,7 +30,9 @@ from search.query import (
 )
 
 CANDIDATE_DEPTH = 100  # per ranker
-DEFAULT_TEXT_MODE = SearchMode.VECTOR  # the mode of a text query that names none
+# The mode of a text query that names none. Stays vector: on the judged set hybrid only
+# ties keyword-only (README, "Hybrid search"), short of the goal set for switching.
+DEFAULT_TEXT_MODE = SearchMode.VECTOR
 VectorSearch = Callable[[SearchQuery], SearchResult]
 
 

@@ -155,8 +155,7 @@ async function searchImage(file) {
   }, () => searchImage(file));
 }
 
-// `again` repeats the search: after a click in the facet sidebar, or once facet fields
-// were learnt from a first answer.
+// `again` repeats the search after a click in the facet sidebar.
 async function run(request, again) {
   clearError();
   $("status").textContent = "Searching…";
@@ -164,7 +163,7 @@ async function run(request, again) {
   try {
     const result = await request();
     render(result);
-    if (learnFacetFields($("collection").value, result.hits) && again) await again();
+    if (learnFacetFields($("collection").value, result.hits) && again) refreshFacets();
   } catch (e) {
     $("results").replaceChildren();
     $("facets").hidden = true;
@@ -178,6 +177,23 @@ function render(result) {
   $("status").textContent = `${result.hits.length} results in ${took} ms${mode}`;
   $("results").replaceChildren(...result.hits.map(card));
   renderFacets(result);
+}
+
+// Fields were just learnt from this answer: fetch their counts for the same query
+// (one hit is enough) and show only the sidebar; results and status stay as they are.
+async function refreshFacets() {
+  const text = $("query").value.trim();
+  if (!text || !facetFields[$("collection").value]) return;
+  try {
+    const body = { ...commonOptions(), text, k: 1 };
+    if (!body.filters) delete body.filters;
+    renderFacets(await callApi("v1/search", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    }));
+  } catch (e) {
+    $("facets").hidden = true;
+  }
 }
 
 function currentFilters() {

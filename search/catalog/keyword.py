@@ -89,24 +89,23 @@ class KeywordIndex:
         return known
 
     # -- matching --------------------------------------------------------------------
-    def _matches(self, collection_id: int, query: lexical.KeywordQuery,
-                 filters: list[Filter]) -> tuple[Select, ColumnElement, ColumnElement]:
-        """(select of matching item ids, id column, score column: higher is better)."""
-        terms = query.terms()
+    def _matches(self, collection_id: int, query: lexical.KeywordQuery, filters: list[Filter],
+                 every_word: bool) -> tuple[Select, ColumnElement, ColumnElement]:
+        """(select of matching item ids, id column, score column: higher is better).
+
+        `every_word`: each query word (or one of its corrections) must occur; else any."""
         if self.dialect == "postgresql":
-            tsquery = func.websearch_to_tsquery(literal_column("'english'"),
-                                                bindparam("q", " or ".join(terms)))
+            tsquery = _pg_tsquery(query, every_word)
             ids, score = _docs.c.item_id, func.ts_rank_cd(_docs.c.document, tsquery)
             stmt = select(ids).where(_docs.c.collection_id == collection_id,
                                      _docs.c.document.op("@@")(tsquery))
         else:
-            # \w+ words hold no quote: each is one quoted FTS5 string, stemmed by the table.
-            match = " OR ".join(f'"{t}"' for t in terms)
             ids = _fts.c.rowid
             score = -func.bm25(literal_column(lexical.FTS_TABLE), lexical.TEXT_WEIGHT,
                                lexical.ATTRIBUTE_WEIGHT)
-            stmt = select(ids).where(text(f"{lexical.FTS_TABLE} MATCH :q").bindparams(q=match),
-                                     _fts.c.collection_id == collection_id)
+            match = text(f"{lexical.FTS_TABLE} MATCH :q").bindparams(
+                q=_fts5_match(query, every_word))
+            stmt = select(ids).where(match, _fts.c.collection_id == collection_id)
         clause = filter_clause(filters, self.dialect)
         if clause is not None:
             stmt = stmt.join(ItemRow, ItemRow.id == ids).where(clause)
@@ -114,19 +113,39 @@ class KeywordIndex:
 
     def search(self, collection_id: int, query: lexical.KeywordQuery, limit: int,
                filters: list[Filter]) -> list[KeywordMatch]:
-        """The best `limit` matches, best first (ties by item id, so pages are stable)."""
+        """The best `limit` matches, best first (ties by item id, so pages are stable):
+        items with every word first, then, if too few, items with any of them. Requiring
+        every word first also keeps common words cheap on large collections."""
         if query.empty:
             return []
-        stmt, ids, score = self._matches(collection_id, query, filters)
+        found = self._ranked(collection_id, query, limit, filters, every_word=True)
+        if len(found) < limit and len(query.alternatives) > 1:
+            seen = {m.item_id for m in found}
+            more = self._ranked(collection_id, query, limit, filters, every_word=False)
+            found += [m for m in more if m.item_id not in seen][:limit - len(found)]
+        return found
+
+    def _ranked(self, collection_id: int, query: lexical.KeywordQuery, limit: int,
+                filters: list[Filter], every_word: bool) -> list[KeywordMatch]:
+        stmt, ids, score = self._matches(collection_id, query, filters, every_word)
         stmt = stmt.add_columns(score.label("score")).order_by(score.desc(), ids).limit(limit)
         with self._session() as s:
             return [KeywordMatch(int(i), float(sc)) for i, sc in s.execute(stmt)]
+
+    def _match_set(self, collection_id: int, query: lexical.KeywordQuery,
+                   filters: list[Filter]) -> Select:
+        """What facets and counts cover: items with every word, or, if none, any word."""
+        stmt, _, _ = self._matches(collection_id, query, filters, every_word=True)
+        with self._session() as s:
+            if s.execute(stmt.limit(1)).first() is not None:
+                return stmt
+        return self._matches(collection_id, query, filters, every_word=False)[0]
 
     def count(self, collection_id: int, query: lexical.KeywordQuery,
               filters: list[Filter]) -> int:
         if query.empty:
             return 0
-        stmt, _, _ = self._matches(collection_id, query, filters)
+        stmt = self._match_set(collection_id, query, filters)
         with self._session() as s:
             return int(s.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
 
@@ -135,7 +154,7 @@ class KeywordIndex:
         """Counts over the full match set, in SQL."""
         if query.empty:
             return tuple(FacetCounts(r.field, ()) for r in requests)
-        stmt, _, _ = self._matches(collection_id, query, filters)
+        stmt = self._match_set(collection_id, query, filters)
         with self._session() as s:
             return tuple(facet_counts(s, self.dialect, stmt, r) for r in requests)
 
@@ -174,3 +193,27 @@ class KeywordIndex:
         return out
 
 
+
+
+def _fts5_match(query: lexical.KeywordQuery, every_word: bool) -> str:
+    # \w+ words hold no quote: each is one quoted FTS5 string, stemmed by the table.
+    groups = ["(" + " OR ".join(f'"{w}"' for w in group) + ")" for group in query.alternatives]
+    return (" AND " if every_word else " OR ").join(groups)
+
+
+def _pg_tsquery(query: lexical.KeywordQuery, every_word: bool) -> ColumnElement:
+    """Each word through websearch_to_tsquery (bound, never parsed as syntax), combined
+    with tsquery || (or) within a word's alternatives and && or || across words."""
+    def word(w: str) -> ColumnElement:
+        return func.websearch_to_tsquery(literal_column("'english'"), bindparam(None, w))
+
+    groups = []
+    for group in query.alternatives:
+        combined = word(group[0])
+        for alternative in group[1:]:
+            combined = combined.op("||")(word(alternative))
+        groups.append(combined)
+    result = groups[0]
+    for group in groups[1:]:
+        result = result.op("&&" if every_word else "||")(group)
+    return result
