@@ -60,8 +60,9 @@ def test_hybrid_equals_fusion_of_the_two_rankers(workspace, shop, method):
     searcher = Searcher(workspace)
     query = SearchQuery.text("shop", "sneakers for running", mode=SearchMode.HYBRID, k=15,
                              fusion_method=method, alpha=0.3)
-    vector = searcher.search(replace(query, mode=SearchMode.VECTOR, k=100))
-    keyword = searcher.search(replace(query, mode=SearchMode.KEYWORD, k=100))
+    vector = searcher.search(replace(query, mode=SearchMode.VECTOR, k=hybrid.VECTOR_DEPTH))
+    keyword = searcher.search(replace(query, mode=SearchMode.KEYWORD,
+                                      k=hybrid.CANDIDATE_DEPTH))
     expected: dict[str, float] = {}
     for result, share in ((vector, 0.3), (keyword, 0.7)):
         scores = [h.rankers[result.mode.value].score for h in result.hits]
@@ -139,8 +140,11 @@ def test_facets_say_what_they_counted(workspace, shop):
     query = SearchQuery.text("shop", "sneakers", k=5, facets=facets, mode=SearchMode.HYBRID)
     fused = searcher.search(query)
     assert fused.facet_scope is FacetScope.CANDIDATES
-    candidates = searcher.search(replace(query, k=100, facets=()))
-    assert fused.facets == count_facets(facets, (h.attributes for h in candidates.hits))
+    sides = [searcher.search(replace(query, k=depth, facets=(), mode=mode)).hits
+             for mode, depth in ((SearchMode.VECTOR, hybrid.VECTOR_DEPTH),
+                                 (SearchMode.KEYWORD, hybrid.CANDIDATE_DEPTH))]
+    candidates = {h.external_id: h.attributes for hits in sides for h in hits}
+    assert fused.facets == count_facets(facets, candidates.values())
 
 
 def test_vector_mode_with_facets_ranks_by_vector_only(workspace, shop):
