@@ -48,6 +48,16 @@ def _neighbour(letter: str, rng: random.Random) -> str:
 
 
 def misspell(text: str, rng: random.Random) -> str:
+    """One typing error in the longest word; retried until the word really changes (a
+    transposition of equal letters, or an edge key's neighbour, can leave it as it was)."""
+    for _ in range(100):
+        typo = _one_typo(text, rng)
+        if typo != text:
+            return typo
+    return typo
+
+
+def _one_typo(text: str, rng: random.Random) -> str:
     words = text.split()
     target = max(range(len(words)), key=lambda i: len(words[i]))
     word = words[target]
