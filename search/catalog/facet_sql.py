@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    ColumnElement,
+    CompoundSelect,
     Select,
     and_,
     case,
@@ -34,7 +36,7 @@ def _values_sqlite(field: str, ids: Select) -> Select:
             .where(ItemRow.id.in_(ids), each.c.type.in_(["text", "integer", "real"])))
 
 
-def _values_postgresql(field: str, ids: Select) -> Select:
+def _values_postgresql(field: str, ids: Select) -> CompoundSelect:
     attribute = ItemRow.attributes[field]
     kind = func.json_typeof(attribute)
     # The CASE keeps json_array_elements_text away from scalars, which it rejects.
@@ -50,8 +52,8 @@ def _values_postgresql(field: str, ids: Select) -> Select:
 
 def _value_counts(session: Session, dialect: str, ids: Select,
                   request: FacetRequest) -> tuple[FacetBucket, ...]:
-    build = _values_postgresql if dialect == "postgresql" else _values_sqlite
-    values = build(request.field, ids).subquery()
+    values = (_values_postgresql(request.field, ids) if dialect == "postgresql"
+              else _values_sqlite(request.field, ids)).subquery()
     count = func.count(distinct(values.c.item_id))
     rows = session.execute(select(values.c.value, count).group_by(values.c.value)
                            .order_by(count.desc(), values.c.value).limit(request.size))
@@ -63,7 +65,7 @@ def _range_counts(session: Session, dialect: str, ids: Select,
     number = _as_number(request.field, dialect)
     sums = []
     for low, high in request.ranges:
-        conditions = [number.is_not(None)]
+        conditions: list[ColumnElement[bool]] = [number.is_not(None)]
         conditions += [number >= low] if low is not None else []
         conditions += [number < high] if high is not None else []
         sums.append(func.coalesce(func.sum(case((and_(*conditions), 1), else_=0)), 0))

@@ -94,6 +94,7 @@ class KeywordIndex:
         """(select of matching item ids, id column, score column: higher is better).
 
         `every_word`: each query word (or one of its corrections) must occur; else any."""
+        score: ColumnElement
         if self.dialect == "postgresql":
             tsquery = _pg_tsquery(query, every_word)
             ids, score = _docs.c.item_id, func.ts_rank_cd(_docs.c.document, tsquery)
@@ -207,13 +208,13 @@ def _pg_tsquery(query: lexical.KeywordQuery, every_word: bool) -> ColumnElement:
     def word(w: str) -> ColumnElement:
         return func.websearch_to_tsquery(literal_column("'english'"), bindparam(None, w))
 
-    groups = []
-    for group in query.alternatives:
-        combined = word(group[0])
-        for alternative in group[1:]:
+    groups: list[ColumnElement] = []
+    for alternatives in query.alternatives:
+        combined = word(alternatives[0])
+        for alternative in alternatives[1:]:
             combined = combined.op("||")(word(alternative))
         groups.append(combined)
     result = groups[0]
-    for group in groups[1:]:
-        result = result.op("&&" if every_word else "||")(group)
+    for combined in groups[1:]:
+        result = result.op("&&" if every_word else "||")(combined)
     return result

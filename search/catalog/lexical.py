@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Integer, column, delete, select, table, text
+from sqlalchemy import Connection, Integer, column, delete, insert, select, table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -154,7 +154,7 @@ def write_documents(session: Session, collection_id: int, docs: Sequence[Documen
     identifiers = [{"collection_id": collection_id, "value": v[:512], "item_id": d.item_id}
                    for d in docs for v in d.identifiers]
     if identifiers:
-        session.execute(LexicalIdentifierRow.__table__.insert(), identifiers)
+        session.execute(insert(LexicalIdentifierRow), identifiers)
     vocabulary = {w for d in docs for w in words(f"{d.text} {d.attributes}") if len(w) <= 64}
     _add_words(session, collection_id, vocabulary, dialect)
 
@@ -163,11 +163,13 @@ def _add_words(session: Session, collection_id: int, vocabulary: set[str],
                dialect: str) -> None:
     if not vocabulary:
         return
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     rows = [{"collection_id": collection_id, "word": w} for w in sorted(vocabulary)]
     for start in range(0, len(rows), 2000):
-        session.execute(insert(LexicalWordRow).values(rows[start:start + 2000])
-                        .on_conflict_do_nothing())
+        chunk = rows[start:start + 2000]
+        statement = (pg_insert(LexicalWordRow).values(chunk).on_conflict_do_nothing()
+                     if dialect == "postgresql" else
+                     sqlite_insert(LexicalWordRow).values(chunk).on_conflict_do_nothing())
+        session.execute(statement)
 
 
 def delete_documents(session: Session, item_ids: Sequence[int]) -> None:
