@@ -17,7 +17,10 @@ from PIL import Image
 
 from api.config import ApiConfig
 from api.schemas import (
+    FacetBucketPublic,
+    FacetPublic,
     HitPublic,
+    RankedPublic,
     SearchOptions,
     SearchRequest,
     SearchResponse,
@@ -35,6 +38,7 @@ from search import (
     SearchQuery,
     SearchResult,
     decode_image,
+    parse_facets,
     parse_filters,
 )
 
@@ -107,7 +111,14 @@ def search_query(collection: Collection, parts: tuple[QueryPart, ...],
         filters=tuple(parse_filters(options.filters)), min_score=options.min_score,
         dedupe=options.dedupe, nprobe=options.nprobe, rerank_factor=options.rerank_factor,
         fusion=Fusion(fusion.image_weight, fusion.text_weight) if fusion else Fusion(),
-        include_generated=options.include_generated)
+        include_generated=options.include_generated, mode=options.mode,
+        fusion_method=options.fusion_method, rrf_k=options.rrf_k, alpha=options.alpha,
+        facets=tuple(parse_facets(_facet_specs(options))))
+
+
+def _facet_specs(options: SearchOptions) -> list[Any]:
+    return [f if isinstance(f, str) else f.model_dump(exclude_none=True)
+            for f in options.facets or []]
 
 
 def media_urls(ref: str | None, root_path: str = "") -> tuple[str | None, str | None]:
@@ -125,7 +136,9 @@ def hit_public(hit: Hit, root_path: str = "") -> HitPublic:
     return HitPublic(item_id=hit.item_id, external_id=hit.external_id, score=hit.score,
                      modality=Modality(hit.modality), text=hit.text, image_url=image_url,
                      thumbnail_url=thumbnail_url, attributes=hit.attributes,
-                     generated=hit.generated, scores=hit.scores)
+                     generated=hit.generated, scores=hit.scores,
+                     rankers={name: RankedPublic(rank=r.rank, score=r.score)
+                              for name, r in hit.rankers.items()})
 
 
 def search_response(result: SearchResult, total_ms: float, root_path: str) -> SearchResponse:
@@ -135,4 +148,10 @@ def search_response(result: SearchResult, total_ms: float, root_path: str) -> Se
         total_considered=result.total_considered,
         took_ms=Timings(encode_ms=timings.get("encode_ms", 0.0),
                         ann_ms=timings.get("ann_ms", 0.0), sql_ms=timings.get("sql_ms", 0.0),
-                        total_ms=round(total_ms, 3)))
+                        keyword_ms=timings.get("keyword_ms", 0.0),
+                        total_ms=round(total_ms, 3)),
+        mode=result.mode, facet_scope=result.facet_scope,
+        facets=[FacetPublic(field=f.field, buckets=[FacetBucketPublic(value=b.value,
+                                                                      count=b.count)
+                                                    for b in f.buckets])
+                for f in result.facets])

@@ -29,7 +29,10 @@ from search import (
     MAX_TEXT_CHARS,
     MAX_VECTOR_DIM,
     MIN_GENERATED_SIDE,
+    FacetScope,
+    FusionMethod,
     Modality,
+    SearchMode,
     Target,
 )
 
@@ -118,7 +121,28 @@ class FusionWeights(Strict):
     text_weight: Finite = Field(default=1.0, ge=0, le=100)
 
 
+class RangeFacet(Strict):
+    field: SafeStr = Field(max_length=64)
+    ranges: list[tuple[Finite | None, Finite | None]] | None = Field(
+        default=None, max_length=32, description="[low, high) buckets; null: open end")
+    size: int = Field(default=20, ge=1, le=1000, description="Most frequent values returned")
+
+
+FacetSpec = Annotated[str, Field(max_length=64)] | RangeFacet
+
+
 class SearchOptions(Strict):
+    mode: SearchMode | None = Field(
+        default=None, description="vector, keyword (lexical index only) or hybrid (both, "
+        "fused); default: vector")
+    fusion_method: FusionMethod = Field(
+        default=FusionMethod.WEIGHTED, description="hybrid: rrf (reciprocal rank fusion) or "
+        "weighted (alpha * vector + (1 - alpha) * keyword, normalised scores)")
+    rrf_k: int = Field(default=60, ge=1, le=10_000, description="RRF: 1 / (rrf_k + rank)")
+    alpha: Finite = Field(default=0.1, ge=0, le=1, description="weighted: vector share")
+    facets: list[FacetSpec] | None = Field(
+        default=None, max_length=16, description='Value counts, e.g. ["category", {"field": '
+        '"price", "ranges": [[0, 10], [10, 50], [50, null]]}]')
     target: Target = Field(default=Target.ANY,
                            description="Modality of the vectors searched: image, text or any")
     k: int = Field(default=10, ge=1, le=MAX_K)
@@ -163,6 +187,11 @@ class SearchRequest(SearchOptions):
         return self
 
 
+class RankedPublic(BaseModel):
+    rank: int
+    score: float
+
+
 class HitPublic(BaseModel):
     item_id: int = Field(description="Internal id (stable; clip-retrieval's `id`)")
     external_id: str
@@ -174,19 +203,38 @@ class HitPublic(BaseModel):
     attributes: dict[str, Any]
     generated: bool = Field(description="The image was generated from the text")
     scores: dict[str, float] = Field(description="Per-modality scores that were fused")
+    rankers: dict[str, RankedPublic] = Field(
+        default_factory=dict, description="The rankers that found the item (vector, keyword, "
+        "exact) with its rank and score in each")
 
 
 class Timings(BaseModel):
     encode_ms: float
     ann_ms: float
     sql_ms: float
+    keyword_ms: float = 0.0
     total_ms: float
+
+
+class FacetBucketPublic(BaseModel):
+    value: Any = Field(description="An attribute value, or [low, high] for a range")
+    count: int
+
+
+class FacetPublic(BaseModel):
+    field: str
+    buckets: list[FacetBucketPublic]
 
 
 class SearchResponse(BaseModel):
     hits: list[HitPublic]
     total_considered: int
     took_ms: Timings
+    mode: SearchMode | None = Field(default=None, description="The mode that ran")
+    facets: list[FacetPublic] = Field(default_factory=list)
+    facet_scope: FacetScope | None = Field(
+        default=None, description="matches: counted over every keyword match; candidates: "
+        "over the fused candidate list the hits were ranked from (vector and hybrid)")
 
 
 class IndexPublic(BaseModel):

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
-from search import Settings, Workspace, XmodalError
+from search import SearchMode, Settings, Workspace, XmodalError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +97,12 @@ def _train_parsers(sub) -> None:
                    help="evaluate on the slice `train --holdout-percent` left out")
     p.add_argument("--limit", type=int, default=5000, help="at most this many items")
     p.add_argument("--out", type=Path, help="also write the result as JSON here")
+    p.add_argument("--queries", type=Path, metavar="FILE",
+                   help="instead: rank quality (R@10, MRR@10, nDCG@10) of search modes on "
+                        "a judged query set (JSONL: query, type, relevant)")
+    p.add_argument("--mode", action="append", dest="modes",
+                   choices=["vector", "keyword", "hybrid"],
+                   help="with --queries: the mode(s) to evaluate (repeatable; default all)")
 
 
 def _options(args: argparse.Namespace) -> IndexOptions:
@@ -142,6 +148,8 @@ def _run_training(args: argparse.Namespace, workspace: Workspace) -> Any:
             workspace, args.collection, args.out, source=args.source, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
             holdout_percent=args.holdout_percent, progress=not args.no_progress)
+    if args.queries:
+        return _run_search_eval(args, workspace)
     result = training.evaluate_collection(workspace, args.collection, models=args.models,
                                           holdout_percent=args.holdout_percent,
                                           limit=args.limit)
@@ -149,6 +157,20 @@ def _run_training(args: argparse.Namespace, workspace: Workspace) -> Any:
         args.out.write_text(json.dumps(result, indent=2))
     if not args.json:
         print(training.format_eval(result))
+        return None
+    return result
+
+
+def _run_search_eval(args: argparse.Namespace, workspace: Workspace) -> Any:
+    from indexer import search_eval
+
+    modes = [SearchMode(m) for m in args.modes or ["vector", "keyword", "hybrid"]]
+    result = search_eval.evaluate_modes(workspace, args.collection,
+                                        search_eval.load_queries(args.queries), modes)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    if not args.json:
+        print(search_eval.format_table(result))
         return None
     return result
 

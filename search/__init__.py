@@ -54,6 +54,7 @@ from search.errors import (
     UnknownItemError,
     XmodalError,
 )
+from search.facets import FacetBucket, FacetCounts, FacetScope, parse_facets
 from search.files import read_regular_file
 from search.filters import MAX_FILTER_FIELDS, MAX_IN_VALUES, parse_filters
 from search.live import Change, CollectionRefresher
@@ -72,8 +73,11 @@ from search.query import (
     MAX_TEXT_CHARS,
     MAX_VECTOR_DIM,
     Fusion,
+    FusionMethod,
     Hit,
     QueryPart,
+    Ranked,
+    SearchMode,
     SearchQuery,
     SearchResult,
     Target,
@@ -82,20 +86,19 @@ from search.settings import Settings
 from search.workspace import COLLECTION_NAME_PATTERN, Workspace
 
 __all__ = [
-    "MAX_K", "AddReport", "Change", "Collection", "CollectionRefresher", "CorruptImageError",
-    "DecodeLimits", "Encoder", "Fusion", "Hit", "ImageGenerator", "ImageTooLargeError",
-    "InvalidInputError", "InvalidQueryError", "ItemFailure", "ItemRecord", "MiB", "Modality",
-    "NewItem", "PrepareContext", "PreparedItem", "QueryPart", "SearchQuery", "SearchResult",
-    "Searcher", "Settings", "Target", "UnknownCollectionError", "UnknownItemError", "Workspace",
-    "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing",
-    "item_seed", "items_by_id", "load_encoder", "load_generator", "parse_filters",
-    "prepare_or_fail", "read_regular_file", "resolve_device",
-    # typed records that cross into api/ and indexer/
-    "CollectionCounts", "CollectionStats", "FailureRecord", "Generation", "IndexStats",
-    "IndexVersionRecord", "ItemDetail", "JobRecord", "StoredItem", "VectorRef", "index_stats",
-    # limits, declared once here and taken by api/schemas.py
     "COLLECTION_NAME_PATTERN", "MAX_DEPTH", "MAX_EXTERNAL_ID", "MAX_FILTER_FIELDS",
-    "MAX_GENERATED_SIDE", "MAX_IN_VALUES", "MAX_NPROBE", "MAX_OFFSET", "MAX_PROMPT_CHARS",
-    "MAX_QUERY_PARTS", "MAX_RERANK_FACTOR", "MAX_TEXT_CHARS", "MAX_VECTOR_DIM",
-    "MIN_GENERATED_SIDE", "THUMBNAIL_SIZES",
+    "MAX_GENERATED_SIDE", "MAX_IN_VALUES", "MAX_K", "MAX_NPROBE", "MAX_OFFSET",
+    "MAX_PROMPT_CHARS", "MAX_QUERY_PARTS", "MAX_RERANK_FACTOR", "MAX_TEXT_CHARS",
+    "MAX_VECTOR_DIM", "MIN_GENERATED_SIDE", "THUMBNAIL_SIZES", "AddReport", "Change",
+    "Collection", "CollectionCounts", "CollectionRefresher", "CollectionStats",
+    "CorruptImageError", "DecodeLimits", "Encoder", "FacetBucket", "FacetCounts", "FacetScope",
+    "FailureRecord", "Fusion", "FusionMethod", "Generation", "Hit", "ImageGenerator",
+    "ImageTooLargeError", "IndexStats", "IndexVersionRecord", "InvalidInputError",
+    "InvalidQueryError", "ItemDetail", "ItemFailure", "ItemRecord", "JobRecord", "MiB",
+    "Modality", "NewItem", "PrepareContext", "PreparedItem", "QueryPart", "Ranked", "SearchMode",
+    "SearchQuery", "SearchResult", "Searcher", "Settings", "StoredItem", "Target",
+    "UnknownCollectionError", "UnknownItemError", "VectorRef", "Workspace", "XmodalError",
+    "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing", "index_stats",
+    "item_seed", "items_by_id", "load_encoder", "load_generator", "parse_facets", "parse_filters",
+    "prepare_or_fail", "read_regular_file", "resolve_device",
 ]

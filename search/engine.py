@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from search import hybrid
 from search.catalog.catalog import VectorInfo
 from search.catalog.models import Modality, Source
 from search.collection.collection import Collection
@@ -55,6 +56,11 @@ class Searcher:
         self.workspace = workspace
 
     def search(self, query: SearchQuery) -> SearchResult:
+        """Run the query in its mode (vector, keyword or hybrid; see search.hybrid)."""
+        collection = self.workspace.collection(query.collection)
+        return hybrid.run(query, collection, self.vector_search)
+
+    def vector_search(self, query: SearchQuery) -> SearchResult:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         collection = self.workspace.collection(query.collection)

@@ -30,6 +30,7 @@ from search import (
     InvalidQueryError,
     QueryPart,
     Searcher,
+    SearchMode,
     SearchQuery,
     Target,
     Workspace,
@@ -80,15 +81,22 @@ class ImageSearchForm(BaseModel):
     min_score: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
     dedupe: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
     include_generated: bool = True
+    mode: SearchMode | None = Field(
+        default=None, description="With text: the text's keyword side may be fused (hybrid); "
+                                  "the image is always searched by vector")
+    facets: SafeStr | None = Field(default=None, max_length=MAX_TEXT_CHARS,
+                                   description="JSON list, as in /v1/search")
 
     def options(self) -> SearchOptions:
         try:
             filters = json.loads(self.filters) if self.filters else None
+            facets = json.loads(self.facets) if self.facets else None
             return SearchOptions(target=self.target, k=self.k, offset=self.offset,
                                  filters=filters, min_score=self.min_score, dedupe=self.dedupe,
-                                 include_generated=self.include_generated)
+                                 include_generated=self.include_generated, mode=self.mode,
+                                 facets=facets)
         except (json.JSONDecodeError, ValidationError) as exc:
-            raise InvalidQueryError(f"filters: {exc}") from None
+            raise InvalidQueryError(f"filters or facets: {exc}") from None
 
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:

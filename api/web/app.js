@@ -79,9 +79,40 @@ async function loadCollections() {
   }
 }
 
+// Facet fields per collection, learnt from the hits: attributes holding repeated plain
+// values (a field unique to every hit, or a list, makes no useful filter).
+const facetFields = {};
+const MAX_FACET_FIELDS = 5;
+let lastRequest = null;
+
+function learnFacetFields(collection, hits) {
+  const seen = {};
+  for (const hit of hits) {
+    for (const [key, value] of Object.entries(hit.attributes || {})) {
+      if (typeof value !== "string") continue;
+      (seen[key] = seen[key] || new Set()).add(value);
+    }
+  }
+  const fields = Object.keys(seen)
+    .filter((key) => hits.length < 5 || seen[key].size < hits.length)
+    .slice(0, MAX_FACET_FIELDS);
+  const known = facetFields[collection] || [];
+  const fresh = fields.some((f) => !known.includes(f));
+  if (fresh) facetFields[collection] = [...new Set([...known, ...fields])].slice(0, MAX_FACET_FIELDS);
+  return fresh;
+}
+
+function selectedMode() {
+  const checked = document.querySelector("input[name='mode']:checked");
+  return checked ? checked.value : "hybrid";
+}
+
 function commonOptions() {
+  const facets = facetFields[$("collection").value];
   return {
     collection: $("collection").value,
+    mode: selectedMode(),
+    facets: facets && facets.length ? facets : undefined,
     target: $("target").value,
     k: Math.min(1000, Math.max(1, parseInt($("k").value, 10) || 24)),
     filters: parseFilters($("filters").value),
@@ -100,7 +131,7 @@ async function searchText(event) {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
-  });
+  }, () => searchText(event));
 }
 
 async function searchImage(file) {
@@ -117,25 +148,94 @@ async function searchImage(file) {
     form.append("k", String(options.k));
     form.append("include_generated", String(options.include_generated));
     if (options.filters) form.append("filters", JSON.stringify(options.filters));
+    if (options.facets) form.append("facets", JSON.stringify(options.facets));
+    // An image is searched by vector; with no text a keyword mode has nothing to read.
+    if (options.mode !== "keyword") form.append("mode", options.mode);
     return callApi("v1/search/image", { method: "POST", body: form });
-  });
+  }, () => searchImage(file));
 }
 
-async function run(request) {
+// `again` repeats the search after a click in the facet sidebar.
+async function run(request, again) {
   clearError();
   $("status").textContent = "Searching…";
+  lastRequest = again;
   try {
-    render(await request());
+    const result = await request();
+    render(result);
+    if (learnFacetFields($("collection").value, result.hits) && again) refreshFacets();
   } catch (e) {
     $("results").replaceChildren();
+    $("facets").hidden = true;
     showError(e.message);
   }
 }
 
 function render(result) {
   const took = result.took_ms.total_ms.toFixed(1);
-  $("status").textContent = `${result.hits.length} results in ${took} ms`;
+  const mode = result.mode ? ` (${result.mode})` : "";
+  $("status").textContent = `${result.hits.length} results in ${took} ms${mode}`;
   $("results").replaceChildren(...result.hits.map(card));
+  renderFacets(result);
+}
+
+// Fields were just learnt from this answer: fetch their counts for the same query
+// (one hit is enough) and show only the sidebar; results and status stay as they are.
+async function refreshFacets() {
+  const text = $("query").value.trim();
+  if (!text || !facetFields[$("collection").value]) return;
+  try {
+    const body = { ...commonOptions(), text, k: 1 };
+    if (!body.filters) delete body.filters;
+    renderFacets(await callApi("v1/search", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    }));
+  } catch (e) {
+    $("facets").hidden = true;
+  }
+}
+
+function currentFilters() {
+  try { return parseFilters($("filters").value) || {}; } catch (e) { return {}; }
+}
+
+// A click on a value filters on it (written back as JSON: values may hold spaces);
+// a click on the active value removes the filter.
+function toggleFilter(field, value) {
+  const filters = currentFilters();
+  if (filters[field] === value) delete filters[field]; else filters[field] = value;
+  $("filters").value = Object.keys(filters).length ? JSON.stringify(filters) : "";
+  if (lastRequest) lastRequest();
+}
+
+function renderFacets(result) {
+  const box = $("facets");
+  const facets = (result.facets || []).filter((f) => f.buckets.length);
+  box.hidden = !facets.length;
+  if (!facets.length) { box.replaceChildren(); return; }
+  const scope = result.facet_scope === "matches" ? "counted over every match"
+                                                 : "counted over the top candidates";
+  const filters = currentFilters();
+  const sections = [element("p", "scope", scope)];
+  for (const facet of facets) {
+    const list = element("ul");
+    list.dataset.field = facet.field;
+    for (const bucket of facet.buckets) {
+      const button = element("button", "facet-value");
+      button.type = "button";
+      button.dataset.value = String(bucket.value);
+      button.append(element("span", "value", String(bucket.value)),
+                    element("span", "count", String(bucket.count)));
+      if (filters[facet.field] === bucket.value) button.classList.add("active");
+      button.addEventListener("click", () => toggleFilter(facet.field, bucket.value));
+      const entry = element("li");
+      entry.append(button);
+      list.append(entry);
+    }
+    sections.push(element("h2", null, facet.field), list);
+  }
+  box.replaceChildren(...sections);
 }
 
 function element(tag, className, text) {
@@ -161,6 +261,9 @@ function card(hit) {
   meta.append(element("span", "score", hit.score.toFixed(3)),
               element("span", "badge modality", hit.modality));
   if (hit.generated) meta.append(element("span", "badge generated", "generated"));
+  for (const [name, ranked] of Object.entries(hit.rankers || {})) {
+    meta.append(element("span", "badge ranker", `${name} #${ranked.rank}`));
+  }
   item.append(meta, element("div", "external-id", hit.external_id));
   if (hit.text) item.append(element("p", "text", hit.text));
   const attributes = Object.entries(hit.attributes || {});

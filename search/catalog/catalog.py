@@ -17,8 +17,10 @@ from sqlalchemy import Engine, Select, create_engine, delete, event, func, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from search.catalog import lexical
 from search.catalog.filter_sql import filter_clause
 from search.catalog.history import CatalogHistory
+from search.catalog.keyword import KeywordIndex
 from search.catalog.models import (
     CollectionRow,
     FailureRow,
@@ -135,6 +137,7 @@ class Catalog:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.history = CatalogHistory(self.session)
+        self.keyword = KeywordIndex(self.session, engine.dialect.name)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -180,6 +183,7 @@ class Catalog:
 
     def drop_collection(self, collection_id: int) -> None:
         with self.session() as s:
+            lexical.delete_collection(s, collection_id)
             for table in (FailureRow, JobRow, IndexVersionRow, GenerationRow, VectorRow,
                           ItemRow):
                 s.execute(delete(table).where(table.collection_id == collection_id))
@@ -208,9 +212,12 @@ class Catalog:
                 rows = s.scalars(select(ItemRow).where(ItemRow.collection_id == collection_id,
                                                        ItemRow.external_id.in_(chunk)))
                 existing.update({r.external_id: r for r in rows})
-            new_rows = []
+            new_rows, reworded = [], []
             for ext_id, item in by_id.items():
                 row = existing.get(ext_id)
+                # The lexical entry follows text and attributes (attributes are not hashed).
+                reword = row is None or (row.text, row.attributes) != (item.text,
+                                                                       item.attributes)
                 if row is None:
                     row = ItemRow(collection_id=collection_id, external_id=ext_id,
                                   status="pending")
@@ -224,9 +231,46 @@ class Catalog:
                 row.text, row.image_ref = item.text, item.image_ref
                 row.attributes, row.content_hash = dict(item.attributes), item.content_hash
                 changes.append((row, state))
+                if reword:
+                    reworded.append(row)
             s.add_all(new_rows)
             s.flush()
+            self._index_lexically(s, collection_id, reworded)
             return [ItemChange(r.id, r.external_id, st) for r, st in changes]
+
+    def _index_lexically(self, s: Session, collection_id: int, rows: list[ItemRow]) -> None:
+        if not rows:
+            return
+        settings = self._lexical_settings(s, collection_id)
+        lexical.write_documents(s, collection_id, [
+            lexical.document(r.id, r.text, r.attributes, settings) for r in rows])
+
+    @staticmethod
+    def _lexical_settings(s: Session, collection_id: int) -> lexical.LexicalSettings:
+        data = s.scalar(select(CollectionRow.lexical).where(CollectionRow.id == collection_id))
+        return lexical.LexicalSettings.from_json(data)
+
+    def lexical_settings(self, collection_id: int) -> lexical.LexicalSettings:
+        with self.session() as s:
+            return self._lexical_settings(s, collection_id)
+
+    def set_lexical_settings(self, collection_id: int,
+                             settings: lexical.LexicalSettings) -> int:
+        """Store what the lexical index covers and rebuild the collection's entries in
+        the same transaction; returns the number of items re-indexed."""
+        with self.session() as s:
+            s.execute(update(CollectionRow).where(CollectionRow.id == collection_id)
+                      .values(lexical=settings.to_json()))
+            lexical.delete_collection(s, collection_id)
+            done, last = 0, 0
+            while True:
+                rows = s.scalars(select(ItemRow).where(ItemRow.collection_id == collection_id,
+                                                       ItemRow.id > last)
+                                 .order_by(ItemRow.id).limit(_CHUNK)).all()
+                if not rows:
+                    return done
+                self._index_lexically(s, collection_id, list(rows))
+                done, last = done + len(rows), rows[-1].id
 
     def mark_active(self, item_ids: Sequence[int]) -> None:
         with self.session() as s:
@@ -272,6 +316,7 @@ class Catalog:
                                                .where(VectorRow.item_id.in_(item_ids))):
                     removed.setdefault(modality, []).append(vid)
                 s.execute(delete(GenerationRow).where(GenerationRow.item_id.in_(item_ids)))
+                lexical.delete_documents(s, s.scalars(item_ids).all())
                 s.execute(delete(VectorRow).where(VectorRow.item_id.in_(item_ids)))
                 s.execute(delete(ItemRow).where(ItemRow.collection_id == collection_id,
                                                 ItemRow.external_id.in_(chunk)))

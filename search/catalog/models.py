@@ -54,6 +54,8 @@ class CollectionRow(Base):
     weights_identity: Mapped[str] = mapped_column(String(256))
     dim: Mapped[int] = mapped_column(Integer)
     index_spec: Mapped[str | None] = mapped_column(String(128))
+    # What the lexical index covers (search.catalog.lexical.LexicalSettings); null: defaults.
+    lexical: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -142,3 +144,25 @@ class GenerationRow(Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     image_ref: Mapped[str] = mapped_column(String(2048))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LexicalWordRow(Base):
+    """A word seen in a collection's lexical documents: the vocabulary typo correction
+    draws from. Never shrinks on delete (a stale word only suggests a term that matches
+    nothing)."""
+
+    __tablename__ = "lexical_words"
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    word: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class LexicalIdentifierRow(Base):
+    """An exact value of an item's identifier attribute (sku, gtin...), normalised."""
+
+    __tablename__ = "lexical_identifiers"
+    __table_args__ = (Index("ix_lexical_identifiers_value", "collection_id", "value"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    value: Mapped[str] = mapped_column(String(512))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)

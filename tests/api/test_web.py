@@ -160,3 +160,38 @@ def test_generated_pictures_box_is_sent(page):
     assert page.evaluate("window.sentForms") == ["false"]
     page.wait_for_selector("li.hit")
     assert page.is_hidden("#error")
+
+
+def test_mode_switch_sends_the_mode_and_shows_rankers(page):
+    page.check("input[name='mode'][value='keyword']")
+    page.fill("#query", "fruit")
+    page.press("#query", "Enter")
+    page.wait_for_function("() => document.querySelector('#status').textContent"
+                           ".includes('(keyword)')")
+    badges = page.locator("li.hit").first.locator(".badge.ranker").all_inner_texts()
+    assert badges == ["keyword #1"]
+    page.check("input[name='mode'][value='vector']")
+    page.press("#query", "Enter")
+    page.wait_for_function("() => document.querySelector('#status').textContent"
+                           ".includes('(vector)')")
+    assert page.locator("li.hit").first.locator(".badge.ranker").inner_text() == "vector #1"
+
+
+def test_facet_sidebar_sets_and_clears_a_filter(page):
+    page.fill("#query", "product")
+    page.press("#query", "Enter")
+    # fields are learnt from the first answer, then the search runs again with facets
+    page.wait_for_selector("#facets ul[data-field='category'] button.facet-value")
+    assert "category" in page.inner_text("#facets")
+    shoes = page.locator("#facets ul[data-field='category'] button[data-value='shoes']")
+    shoes.click()
+    page.wait_for_selector("#facets button.facet-value.active[data-value='shoes']")
+    assert json.loads(page.input_value("#filters")) == {"category": "shoes"}
+    attributes = page.locator("li.hit .attributes").all_inner_texts()
+    assert attributes and all('category: "shoes"' in a for a in attributes)
+    values = page.locator("#facets ul[data-field='category'] button").all()
+    assert [v.get_attribute("data-value") for v in values] == ["shoes"]
+    page.locator("#facets button.facet-value.active").click()
+    page.wait_for_function("() => document.querySelectorAll("
+                           "\"#facets ul[data-field='category'] button\").length > 1")
+    assert page.input_value("#filters") == ""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
+from search.catalog import lexical
 from search.catalog.models import ItemRow, Modality, VectorRow, utcnow
 from search.collection.collection import model_key
 from search.settings import Settings
@@ -24,6 +25,13 @@ from tests.utils.synthetic import clustered_unit_vectors
 
 CHUNK = 100_000
 CATEGORIES = ("shoes", "bags", "lamps", "chairs", "mugs", "jackets", "watches", "rugs")
+# Item texts draw three words from the benchmark's query words, so that keyword and hybrid
+# queries match about a tenth of the collection per word (common words: the hard case).
+WORDS = ("red", "blue", "green", "black", "white", "leather", "cotton", "wooden", "running",
+         "summer", "winter", "vintage", "small", "large", "soft", "striped", "shoe", "jacket",
+         "lamp", "chair", "mug", "backpack", "watch", "dress", "sofa", "bicycle", "camera",
+         "kettle", "scarf", "hat", "table", "rug")
+CORPUS_VERSION = 2  # 2: item texts from WORDS, lexical index built
 
 
 def bench_settings(home: Path) -> Settings:
@@ -38,7 +46,8 @@ def ensure_collection(home: Path, name: str, n: int, *, seed: int = 0) -> dict:
     workspace.close()
     if stamp.is_file():
         built = json.loads(stamp.read_text())
-        if built.get("n") == n and built.get("encoder") == identity:
+        if built.get("n") == n and built.get("encoder") == identity and \
+                built.get("corpus") == CORPUS_VERSION:
             return {**built, "cached": True}
     shutil.rmtree(home, ignore_errors=True)
     built = _build(home, name, n, seed)
@@ -57,6 +66,10 @@ def _build(home: Path, name: str, n: int, seed: int) -> dict:
     _insert_rows(workspace, info.id, n)
     timings["sql_s"] = time.perf_counter() - started
     started = time.perf_counter()
+    with workspace.catalog.session() as session:  # rows went in bulk, around upsert_items
+        lexical.backfill(session, batch=20_000)
+    timings["lexical_s"] = time.perf_counter() - started
+    started = time.perf_counter()
     store_dir = (workspace.settings.collection_dir(name) / model_key(encoder.identity)
                  / Modality.IMAGE.value / "embeddings")
     store = EmbeddingStore.open(store_dir, encoder.dim)
@@ -71,8 +84,15 @@ def _build(home: Path, name: str, n: int, seed: int) -> dict:
     timings["index_s"] = time.perf_counter() - started
     spec = collection.spaces[Modality.IMAGE].index.spec
     workspace.close()
-    return {"n": n, "encoder": encoder.identity, "spec": spec,
+    return {"n": n, "encoder": encoder.identity, "spec": spec, "corpus": CORPUS_VERSION,
             "build_s": {k: round(v, 1) for k, v in timings.items()}}
+
+
+def _text(i: int) -> str:
+    """Three distinct words, a fixed pseudo-random pick per item."""
+    a, b, c = (i * 7919) % 32, (i * 104729 + 11) % 32, (i * 1299709 + 23) % 32
+    words = dict.fromkeys(WORDS[j] for j in (a, b, c))
+    return " ".join(words) + f" {CATEGORIES[i % 8]} number {i}"
 
 
 def _insert_rows(workspace: Workspace, collection_id: int, n: int) -> None:
@@ -83,7 +103,7 @@ def _insert_rows(workspace: Workspace, collection_id: int, n: int) -> None:
             ids = range(start, min(start + CHUNK, n + 1))
             connection.execute(insert(ItemRow), [
                 {"id": i, "collection_id": collection_id, "external_id": f"item-{i}",
-                 "text": f"synthetic {CATEGORIES[i % 8]} number {i}", "image_ref": None,
+                 "text": _text(i), "image_ref": None,
                  "attributes": {"category": CATEGORIES[i % 8], "price": float(i % 500)},
                  "content_hash": "", "status": "active", "created_at": now,
                  "updated_at": now} for i in ids])

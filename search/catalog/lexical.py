@@ -1,0 +1,240 @@
+"""The lexical index: items' text and searchable attributes, inside the catalog database.
+
+SQLite: an FTS5 table (`unicode61` tokens, `porter` stems, BM25). PostgreSQL: a `tsvector`
+table with a GIN index, queried with `websearch_to_tsquery` and ranked by `ts_rank_cd`.
+Both are written in the same transaction as the item rows (`Catalog.upsert_items`,
+`delete_items`, `drop_collection`), so a reader never sees an item the index lacks.
+
+Next to it, two plain tables serve both dialects: `lexical_words` (every word seen per
+collection, for one-edit typo correction of query words) and `lexical_identifiers` (exact
+values of identifier attributes such as `sku`, so that an exact id ranks first).
+
+User text never reaches a query language unescaped: it is cut into `\\w+` words, which
+are then quoted (FTS5) or joined with `or` (websearch syntax has no failure mode).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Integer, column, delete, insert, select, table, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from search.catalog.models import LexicalIdentifierRow, LexicalWordRow
+
+FTS_TABLE = "lexical_fts"  # SQLite; rowid = items.id
+PG_TABLE = "lexical_docs"  # PostgreSQL; item_id = items.id
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_QUERY_WORDS = 32
+MIN_TYPO_LENGTH = 4  # shorter words have too many one-edit neighbours to guess from
+MAX_CORRECTIONS = 4
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+# Dropped from queries (not from documents) so that "shoes for running" means shoes and
+# running; a query made only of these keeps them.
+_STOPWORDS = ("a an and are as at be by for from has have i in is it its of on or our the "
+              "this to with without me my you your we want need looking some any")
+STOPWORDS = frozenset(_STOPWORDS.split())
+DEFAULT_IDENTIFIERS = ("sku", "gtin")
+# Text weighs more than attributes: a word in the title says more than one in a tag list.
+TEXT_WEIGHT, ATTRIBUTE_WEIGHT = 2.0, 1.0
+
+
+@dataclass(frozen=True)
+class LexicalSettings:
+    """What a collection's lexical index covers; stored with the collection."""
+
+    searchable: tuple[str, ...] | None = None  # None: every string / list-of-strings field
+    identifiers: tuple[str, ...] = DEFAULT_IDENTIFIERS
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> LexicalSettings:
+        if not data:
+            return cls()
+        searchable = data.get("searchable")
+        return cls(tuple(searchable) if searchable is not None else None,
+                   tuple(data.get("identifiers", DEFAULT_IDENTIFIERS)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"searchable": list(self.searchable) if self.searchable is not None else None,
+                "identifiers": list(self.identifiers)}
+
+
+@dataclass(frozen=True)
+class Document:
+    item_id: int
+    text: str
+    attributes: str
+    identifiers: tuple[str, ...]
+
+
+def words(value: str) -> list[str]:
+    return _WORD.findall(value.lower())
+
+
+def normalise_identifier(value: str) -> str:
+    return value.strip().casefold()
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def document(item_id: int, item_text: str | None, attributes: dict[str, Any] | None,
+             settings: LexicalSettings) -> Document:
+    """What the index stores of one item."""
+    attributes = attributes or {}
+    fields = settings.searchable if settings.searchable is not None else list(attributes)
+    attribute_text = " ".join(s for f in fields for s in _strings(attributes.get(f)))
+    ids = tuple(sorted({normalise_identifier(s) for f in settings.identifiers
+                        for s in _strings(attributes.get(f))} - {""}))
+    return Document(item_id, item_text or "", attribute_text, ids)
+
+
+@dataclass(frozen=True)
+class KeywordQuery:
+    """A user's text cut into words; `alternatives[i]` are the words tried for word i."""
+
+    alternatives: tuple[tuple[str, ...], ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.alternatives
+
+    def terms(self) -> list[str]:
+        return [w for group in self.alternatives for w in group]
+
+
+def query_words(user_text: str) -> list[str]:
+    found = words(user_text)
+    kept = [w for w in found if w not in STOPWORDS] or found
+    return list(dict.fromkeys(kept))[:MAX_QUERY_WORDS]
+
+
+def one_edit(word: str) -> set[str]:
+    """Every string one deletion, transposition, substitution or insertion away."""
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    deletes = {a + b[1:] for a, b in splits if b}
+    transposes = {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    replaces = {a + c + b[1:] for a, b in splits if b for c in _ALPHABET}
+    inserts = {a + c + b for a, b in splits for c in _ALPHABET}
+    return (deletes | transposes | replaces | inserts) - {word}
+
+
+# -- writing ----------------------------------------------------------------------
+def write_documents(session: Session, collection_id: int, docs: Sequence[Document]) -> None:
+    """Replace these items' entries (same transaction as the item rows)."""
+    if not docs:
+        return
+    ids = [d.item_id for d in docs]
+    delete_documents(session, ids)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(text(
+            f"INSERT INTO {PG_TABLE} (item_id, collection_id, document) VALUES (:item_id, :cid, "
+            "setweight(to_tsvector('english', :text), 'A') || "
+            "setweight(to_tsvector('english', :attrs), 'B'))"),
+            [{"item_id": d.item_id, "cid": collection_id, "text": d.text, "attrs": d.attributes}
+             for d in docs])
+    else:
+        session.execute(text(
+            f"INSERT INTO {FTS_TABLE} (rowid, text, attrs, collection_id) "
+            "VALUES (:item_id, :text, :attrs, :cid)"),
+            [{"item_id": d.item_id, "cid": collection_id, "text": d.text, "attrs": d.attributes}
+             for d in docs])
+    identifiers = [{"collection_id": collection_id, "value": v[:512], "item_id": d.item_id}
+                   for d in docs for v in d.identifiers]
+    if identifiers:
+        session.execute(insert(LexicalIdentifierRow), identifiers)
+    vocabulary = {w for d in docs for w in words(f"{d.text} {d.attributes}") if len(w) <= 64}
+    _add_words(session, collection_id, vocabulary, dialect)
+
+
+def _add_words(session: Session, collection_id: int, vocabulary: set[str],
+               dialect: str) -> None:
+    if not vocabulary:
+        return
+    rows = [{"collection_id": collection_id, "word": w} for w in sorted(vocabulary)]
+    for start in range(0, len(rows), 2000):
+        chunk = rows[start:start + 2000]
+        statement = (pg_insert(LexicalWordRow).values(chunk).on_conflict_do_nothing()
+                     if dialect == "postgresql" else
+                     sqlite_insert(LexicalWordRow).values(chunk).on_conflict_do_nothing())
+        session.execute(statement)
+
+
+def delete_documents(session: Session, item_ids: Sequence[int]) -> None:
+    dialect = session.get_bind().dialect.name
+    for start in range(0, len(item_ids), 5000):
+        chunk = [int(i) for i in item_ids[start:start + 5000]]
+        if dialect == "postgresql":
+            session.execute(text(f"DELETE FROM {PG_TABLE} WHERE item_id = ANY(:ids)"),
+                            {"ids": chunk})
+        else:
+            marks = ",".join(str(i) for i in chunk)  # integers only: safe to inline
+            session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({marks})"))
+        session.execute(delete(LexicalIdentifierRow)
+                        .where(LexicalIdentifierRow.item_id.in_(chunk)))
+
+
+def delete_collection(session: Session, collection_id: int) -> None:
+    name = PG_TABLE if session.get_bind().dialect.name == "postgresql" else FTS_TABLE
+    session.execute(text(f"DELETE FROM {name} WHERE collection_id = :cid"),
+                    {"cid": collection_id})
+    for row in (LexicalIdentifierRow, LexicalWordRow):
+        session.execute(delete(row).where(row.collection_id == collection_id))
+
+
+# -- schema (used by the migration) -------------------------------------------------
+def create_schema(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(
+            f"CREATE TABLE IF NOT EXISTS {PG_TABLE} (item_id BIGINT PRIMARY KEY REFERENCES "
+            "items(id) ON DELETE CASCADE, collection_id INTEGER NOT NULL, "
+            "document tsvector NOT NULL)"))
+        connection.execute(text(f"CREATE INDEX IF NOT EXISTS ix_{PG_TABLE}_document "
+                                f"ON {PG_TABLE} USING GIN (document)"))
+    else:
+        connection.execute(text(
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(text, attrs, "
+            "collection_id UNINDEXED, tokenize='porter unicode61 remove_diacritics 2')"))
+
+
+def drop_schema(connection: Connection) -> None:
+    name = PG_TABLE if connection.dialect.name == "postgresql" else FTS_TABLE
+    connection.execute(text(f"DROP TABLE IF EXISTS {name}"))
+
+
+_items = table("items", column("id", Integer), column("collection_id", Integer),
+               column("text"), column("attributes"))
+
+
+def backfill(session: Session, batch: int = 2000) -> int:
+    """Index every existing item with its collection's settings; returns the count."""
+    settings = {cid: LexicalSettings.from_json(data) for cid, data in session.execute(
+        text("SELECT id, lexical FROM collections"))}
+    done, last = 0, 0
+    while True:
+        rows = session.execute(select(_items).where(_items.c.id > last)
+                               .order_by(_items.c.id).limit(batch)).all()
+        if not rows:
+            return done
+        by_collection: dict[int, list[Document]] = {}
+        for item_id, cid, item_text, attributes in rows:
+            if isinstance(attributes, str):  # raw JSON text from a Core select on SQLite
+                attributes = json.loads(attributes)
+            by_collection.setdefault(cid, []).append(
+                document(item_id, item_text, attributes, settings.get(cid, LexicalSettings())))
+        for cid, docs in by_collection.items():
+            write_documents(session, cid, docs)
+        done, last = done + len(rows), rows[-1][0]
+

@@ -1,0 +1,201 @@
+"""Query modes around the vector engine: keyword-only, and hybrid (vector and keyword
+rankings fused), with exact identifier matches first and facet counts.
+
+The vector side is `Searcher.vector_search` unchanged; this module asks it for a fixed
+candidate depth, runs the lexical ranker over the query's text parts (never the encoder),
+and fuses the two rankings per query: reciprocal rank fusion (`rrf_k`) or weighted
+normalised scores (`alpha`). Candidate depths do not depend on the page while
+`offset + k <= VECTOR_DEPTH`, so pages within it never overlap or skip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from search.catalog.keyword import ItemView, KeywordMatch
+from search.catalog.lexical import KeywordQuery
+from search.collection.collection import Collection
+from search.errors import InvalidQueryError
+from search.facets import FacetScope, count_facets
+from search.query import (
+    FusionMethod,
+    Hit,
+    Ranked,
+    SearchMode,
+    SearchQuery,
+    SearchResult,
+    Target,
+)
+
+CANDIDATE_DEPTH = 100  # keyword candidates (cheap: one indexed SQL query)
+# Vector candidates: fewer, since each costs exact re-ranking and, for target=any, sibling
+# scores (k=100 measured ~6x the time of k=40 on the emoji demo).
+VECTOR_DEPTH = 40
+# The mode of a text query that names none. Stays vector: on the judged set hybrid only
+# ties keyword-only (README, "Hybrid search"), short of the goal set for switching.
+DEFAULT_TEXT_MODE = SearchMode.VECTOR
+VectorSearch = Callable[[SearchQuery], SearchResult]
+
+
+def keyword_text(query: SearchQuery) -> str:
+    """The text the lexical side reads: every positively weighted text part."""
+    return " ".join(p.text for p in query.parts if p.text is not None and p.weight > 0)
+
+
+def resolve_mode(query: SearchQuery) -> SearchMode:
+    has_text = bool(keyword_text(query))
+    if query.mode is None:
+        return DEFAULT_TEXT_MODE if has_text else SearchMode.VECTOR
+    if query.mode is SearchMode.KEYWORD and (
+            not has_text or any(p.text is None for p in query.parts)):
+        raise InvalidQueryError("keyword mode needs a text query and reads text only "
+                                "(images, vectors and items are searched by vector: use "
+                                "hybrid to mix them with text)")
+    return query.mode
+
+
+@dataclass
+class _Ranking:
+    """One ranker's ordered candidates."""
+
+    name: str
+    item_ids: list[int]
+    scores: list[float]
+
+
+def run(query: SearchQuery, collection: Collection, vector_search: VectorSearch
+        ) -> SearchResult:
+    mode = resolve_mode(query)
+    if mode is SearchMode.VECTOR and not query.facets:
+        result = vector_search(query)
+        hits = [_with_rankers(h, {"vector": Ranked(query.offset + i + 1, h.score)})
+                for i, h in enumerate(result.hits)]
+        return replace(result, hits=hits, mode=mode)
+    depth = max(CANDIDATE_DEPTH, query.offset + query.k)
+    timings: dict[str, float] = {}
+    vector_hits: list[Hit] = []
+    considered = 0
+    if mode is not SearchMode.KEYWORD:
+        vector_depth = min(max(VECTOR_DEPTH, query.offset + query.k), 1000)
+        inner = vector_search(replace(query, k=vector_depth, offset=0, facets=(),
+                                      mode=SearchMode.VECTOR))
+        vector_hits, considered, timings = inner.hits, inner.total_considered, inner.timings_ms
+    started = time.perf_counter()
+    rankings, keyword_query = ([], None) if mode is SearchMode.VECTOR else \
+        _keyword_rankings(query, collection, depth)
+    rankings.append(_Ranking("vector", [h.item_id for h in vector_hits],
+                             [h.score for h in vector_hits]))
+    timings["keyword_ms"] = _ms_since(started)
+    started = time.perf_counter()
+    fused = fuse(rankings, query)
+    hits = _hits(fused, rankings, vector_hits, collection, query.target)
+    timings["fusion_ms"] = _ms_since(started)
+    facets, scope = (), None
+    if query.facets:
+        started = time.perf_counter()
+        facets, scope = _facets(query, collection, mode, keyword_query, hits)
+        timings["facets_ms"] = _ms_since(started)
+    page = hits[query.offset:query.offset + query.k]
+    return SearchResult(page, max(considered, len(hits)), timings, facets, scope, mode)
+
+
+def _keyword_rankings(query: SearchQuery, collection: Collection, depth: int
+                      ) -> tuple[list[_Ranking], KeywordQuery | None]:
+    text = keyword_text(query)
+    if not text:
+        return [], None
+    index, cid, filters = collection.catalog.keyword, collection.info.id, list(query.filters)
+    exact = index.exact(cid, text, filters)
+    parsed = index.parse(cid, text)
+    matches: list[KeywordMatch] = index.search(cid, parsed, depth, filters)
+    rankings = [_Ranking("exact", exact, [1.0] * len(exact)),
+                _Ranking("keyword", [m.item_id for m in matches], [m.score for m in matches])]
+    return rankings, parsed
+
+
+def fuse(rankings: list[_Ranking], query: SearchQuery) -> list[tuple[int, float]]:
+    """(item id, fused score) best first: exact matches, then by fused score, then id."""
+    exact = next((r.item_ids for r in rankings if r.name == "exact"), [])
+    scored = [r for r in rankings if r.name != "exact"]
+    totals: dict[int, float] = {}
+    for ranking in scored:
+        if query.fusion_method is FusionMethod.RRF:
+            parts = [1.0 / (query.rrf_k + rank) for rank in range(1, len(ranking.item_ids) + 1)]
+        else:
+            share = query.alpha if ranking.name == "vector" else 1 - query.alpha
+            parts = [share * s for s in _normalise(ranking)]
+        for item_id, part in zip(ranking.item_ids, parts, strict=True):
+            totals[item_id] = totals.get(item_id, 0.0) + part
+    first = {item_id: position for position, item_id in enumerate(exact)}
+    for item_id in exact:
+        totals.setdefault(item_id, 0.0)
+    order = sorted(totals, key=lambda i: (first.get(i, len(first)), -totals[i], i))
+    return [(i, totals[i]) for i in order]
+
+
+def _normalise(ranking: _Ranking) -> list[float]:
+    """Scores onto [0, 1]: cosines min-max over the candidates; keyword scores (BM25,
+    ts_rank: never negative) over their maximum, so the last keyword match keeps a share."""
+    scores = ranking.scores
+    if not scores:
+        return []
+    low, high = (0.0 if ranking.name == "keyword" else min(scores)), max(scores)
+    if high == low:
+        return [1.0] * len(scores)
+    return [(s - low) / (high - low) for s in scores]
+
+
+def _hits(fused: list[tuple[int, float]], rankings: list[_Ranking], vector_hits: list[Hit],
+          collection: Collection, target: Target) -> list[Hit]:
+    ranks: dict[int, dict[str, Ranked]] = {}
+    for ranking in rankings:
+        for rank, (item_id, score) in enumerate(zip(ranking.item_ids, ranking.scores,
+                                                    strict=True), 1):
+            ranks.setdefault(item_id, {})[ranking.name] = Ranked(rank, score)
+    by_id = {h.item_id: h for h in vector_hits}
+    missing = [i for i, _ in fused if i not in by_id]
+    views = collection.catalog.keyword.items(missing) if missing else {}
+    hits = []
+    for item_id, score in fused:
+        if item_id in by_id:
+            hit = replace(by_id[item_id], score=score)
+        elif item_id in views and _shows(views[item_id], target):
+            hit = _keyword_hit(views[item_id], score, target)
+        else:
+            continue  # deleted meanwhile, or lacks the modality the query targets
+        hits.append(_with_rankers(hit, ranks.get(item_id, {})))
+    return hits
+
+
+def _shows(view: ItemView, target: Target) -> bool:
+    """A keyword match is shown for target=image only with a picture, for text with a text."""
+    if target is Target.IMAGE:
+        return view.image_ref is not None
+    return target is Target.ANY or view.text is not None
+
+
+def _keyword_hit(view: ItemView, score: float, target: Target) -> Hit:
+    # Found by its words; the modality shown is the one the query asked for.
+    modality = "image" if target is Target.IMAGE or view.text is None else "text"
+    return Hit(view.item_id, view.external_id, score, modality, view.text, view.image_ref,
+               view.attributes, view.generated, {})
+
+
+def _with_rankers(hit: Hit, rankers: dict[str, Ranked]) -> Hit:
+    return replace(hit, rankers=dict(rankers))
+
+
+def _facets(query: SearchQuery, collection: Collection, mode: SearchMode,
+            keyword_query: KeywordQuery | None,
+            hits: list[Hit]) -> tuple[tuple, FacetScope]:
+    if mode is SearchMode.KEYWORD and keyword_query is not None:
+        counts = collection.catalog.keyword.facets(collection.info.id, keyword_query,
+                                                   list(query.filters), list(query.facets))
+        return counts, FacetScope.MATCHES
+    return count_facets(query.facets, (h.attributes for h in hits)), FacetScope.CANDIDATES
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

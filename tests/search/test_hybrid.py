@@ -1,0 +1,167 @@
+"""Query modes through `Searcher.search`: keyword (no encoder), hybrid fusion checked
+against a fusion recomputed from the two rankers, exact ids first, filters on both sides,
+stable paging, facets. Runs on SQLite and PostgreSQL."""
+
+from dataclasses import replace
+
+import pytest
+
+from search import hybrid
+from search.collection.collection import NewItem
+from search.engine import Searcher
+from search.errors import InvalidQueryError
+from search.facets import FacetBucket, FacetScope, count_facets, parse_facets
+from search.filters import parse_filters
+from search.query import FusionMethod, QueryPart, SearchMode, SearchQuery, Target
+from tests.utils.corpus import catalog_items, png_bytes
+
+ITEMS = catalog_items(40) + [
+    NewItem("shoe-x", text="trail runner", image=png_bytes(99),
+            attributes={"category": "shoes", "keywords": ["sneakers", "running"],
+                        "sku": "SKU-777", "price": 60.0}),
+    NewItem("shoe-y", text="court classic", image=None,
+            attributes={"category": "shoes", "keywords": ["sneakers", "tennis"],
+                        "price": 45.0}),
+]
+
+
+@pytest.fixture
+def shop(workspace):
+    collection = workspace.create_collection("shop")
+    assert collection.add_items(ITEMS).failed == 0
+    return collection
+
+
+def _ids(result):
+    return [h.external_id for h in result.hits]
+
+
+def test_keyword_mode_never_runs_the_encoder(workspace, shop, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the encoder ran")
+
+    monkeypatch.setattr(shop.encoder, "encode_texts", refuse)
+    monkeypatch.setattr(shop.encoder, "encode_images", refuse)
+    result = Searcher(workspace).search(SearchQuery.text("shop", "sneakers",
+                                                         mode=SearchMode.KEYWORD))
+    assert set(_ids(result)) == {"shoe-x", "shoe-y"}
+    assert result.mode is SearchMode.KEYWORD
+    assert all(set(h.rankers) == {"keyword"} for h in result.hits)
+
+
+def test_keyword_mode_needs_text(workspace, shop):
+    with pytest.raises(InvalidQueryError, match="keyword mode needs a text"):
+        Searcher(workspace).search(SearchQuery.image("shop", png_bytes(1),
+                                                     mode=SearchMode.KEYWORD))
+
+
+@pytest.mark.parametrize("method", list(FusionMethod))
+def test_hybrid_equals_fusion_of_the_two_rankers(workspace, shop, method):
+    searcher = Searcher(workspace)
+    query = SearchQuery.text("shop", "sneakers for running", mode=SearchMode.HYBRID, k=15,
+                             fusion_method=method, alpha=0.3)
+    vector = searcher.search(replace(query, mode=SearchMode.VECTOR, k=hybrid.VECTOR_DEPTH))
+    keyword = searcher.search(replace(query, mode=SearchMode.KEYWORD,
+                                      k=hybrid.CANDIDATE_DEPTH))
+    expected: dict[str, float] = {}
+    for result, share in ((vector, 0.3), (keyword, 0.7)):
+        scores = [h.rankers[result.mode.value].score for h in result.hits]
+        low, high = (min(scores) if result is vector else 0.0), max(scores)
+        for rank, hit in enumerate(result.hits, 1):
+            score = hit.rankers[result.mode.value].score
+            part = (1 / (60 + rank) if method is FusionMethod.RRF else
+                    share * ((score - low) / (high - low) if high > low else 1.0))
+            expected[hit.external_id] = expected.get(hit.external_id, 0.0) + part
+    ranked = sorted(expected.items(), key=lambda kv: -kv[1])[:15]
+    result = searcher.search(query)
+    assert [round(h.score, 9) for h in result.hits] == [round(s, 9) for _, s in ranked]
+    assert set(_ids(result)[:2]) == {"shoe-x", "shoe-y"}  # found by keywords
+    x = next(h for h in result.hits if h.external_id == "shoe-x")
+    assert set(x.rankers) == {"vector", "keyword"} and x.rankers["keyword"].rank <= 2
+
+
+def test_exact_ids_rank_first(workspace, shop):
+    searcher = Searcher(workspace)
+    for text in ("p17", "sku-777"):
+        result = searcher.search(SearchQuery.text("shop", text, mode=SearchMode.HYBRID))
+        assert "exact" in result.hits[0].rankers
+    assert _ids(searcher.search(SearchQuery.text("shop", "p17", mode=SearchMode.HYBRID)))[0] \
+        == "p17"
+    assert _ids(searcher.search(SearchQuery.text("shop", "SKU-777",
+                                                 mode=SearchMode.KEYWORD)))[0] == "shoe-x"
+
+
+def test_filters_apply_to_both_sides(workspace, shop):
+    query = SearchQuery.text("shop", "sneakers product", mode=SearchMode.HYBRID, k=50,
+                             filters=tuple(parse_filters({"price": {"lte": 50}})))
+    result = Searcher(workspace).search(query)
+    assert result.hits and all(h.attributes["price"] <= 50 for h in result.hits)
+    assert "shoe-y" in _ids(result) and "shoe-x" not in _ids(result)
+
+
+def test_paging_is_stable(workspace, shop):
+    searcher = Searcher(workspace)
+    query = SearchQuery.text("shop", "product shoes", mode=SearchMode.HYBRID, k=30)
+    whole = _ids(searcher.search(query))
+    pages = [_ids(searcher.search(replace(query, k=10, offset=o))) for o in (0, 10, 20)]
+    assert sum(pages, []) == whole
+
+
+def test_image_parts_stay_vector_only_and_mix_with_text(workspace, shop):
+    searcher = Searcher(workspace)
+    image = SearchQuery.image("shop", png_bytes(5), mode=SearchMode.HYBRID)
+    vector = searcher.search(replace(image, mode=SearchMode.VECTOR))
+    assert _ids(searcher.search(image)) == _ids(vector)
+    mixed = SearchQuery("shop", (QueryPart(image=png_bytes(5)), QueryPart(text="sneakers")),
+                        mode=SearchMode.HYBRID)
+    hits = searcher.search(mixed).hits
+    assert {"shoe-x", "shoe-y"} <= {h.external_id for h in hits[:3]}
+
+
+def test_default_mode_of_text_and_image_queries(workspace, shop):
+    searcher = Searcher(workspace)
+    assert searcher.search(SearchQuery.text("shop", "sneakers")).mode is \
+        hybrid.DEFAULT_TEXT_MODE
+    assert searcher.search(SearchQuery.image("shop", png_bytes(5))).mode is SearchMode.VECTOR
+
+
+def test_facets_say_what_they_counted(workspace, shop):
+    searcher = Searcher(workspace)
+    facets = tuple(parse_facets(["category", {"field": "price",
+                                              "ranges": [[0, 50], [50, None]]}]))
+    keyword = searcher.search(SearchQuery.text("shop", "sneakers shoes", k=1, facets=facets,
+                                               mode=SearchMode.KEYWORD))
+    assert keyword.facet_scope is FacetScope.MATCHES
+    everything = shop.catalog.keyword
+    parsed = everything.parse(shop.info.id, "sneakers shoes")
+    assert keyword.facets[0].buckets == (FacetBucket("shoes", everything.count(
+        shop.info.id, parsed, [])),)
+    assert sum(b.count for b in keyword.facets[1].buckets) == keyword.facets[0].buckets[0].count
+    query = SearchQuery.text("shop", "sneakers", k=5, facets=facets, mode=SearchMode.HYBRID)
+    fused = searcher.search(query)
+    assert fused.facet_scope is FacetScope.CANDIDATES
+    sides = [searcher.search(replace(query, k=depth, facets=(), mode=mode)).hits
+             for mode, depth in ((SearchMode.VECTOR, hybrid.VECTOR_DEPTH),
+                                 (SearchMode.KEYWORD, hybrid.CANDIDATE_DEPTH))]
+    candidates = {h.external_id: h.attributes for hits in sides for h in hits}
+    assert fused.facets == count_facets(facets, candidates.values())
+
+
+def test_vector_mode_with_facets_ranks_by_vector_only(workspace, shop):
+    searcher = Searcher(workspace)
+    query = SearchQuery.text("shop", "sneakers", k=10, mode=SearchMode.VECTOR)
+    plain = searcher.search(query)
+    faceted = searcher.search(replace(query, facets=tuple(parse_facets(["category"]))))
+    assert _ids(faceted) == _ids(plain)
+    assert all(set(h.rankers) == {"vector"} for h in faceted.hits)
+    assert faceted.facet_scope is FacetScope.CANDIDATES
+
+
+def test_keyword_matches_respect_the_target_modality(workspace, shop):
+    searcher = Searcher(workspace)
+    for mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+        hits = searcher.search(SearchQuery.text("shop", "sneakers", mode=mode,
+                                                target=Target.IMAGE)).hits
+        ids = [h.external_id for h in hits]
+        assert "shoe-x" in ids and "shoe-y" not in ids  # shoe-y has no picture
+        assert {h.modality for h in hits} == {"image"}
