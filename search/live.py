@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,14 +38,12 @@ from search.collection.collection import Collection
 from search.collection.locks import collection_write_lock
 from search.errors import UnknownCollectionError, XmodalError
 from search.vectors.space import VectorSpace
+from search.vectors.store import COMMIT_RE
 from search.vectors.versions import current_version
 from search.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-# Commit files of an EmbeddingStore (see search/embeddings.py): the ids file of an
-# add/snap, or a del file. tests/search/test_live.py checks this agrees with the store.
-_COMMIT_RE = re.compile(r"^(\d{8})\.(?:(?:add|snap)\.ids|del)\.npy$")
 
 
 class Change(StrEnum):
@@ -63,7 +60,7 @@ def committed_seq_on_disk(store_dir: Path) -> int:
         names = os.listdir(store_dir)
     except FileNotFoundError:
         return 0
-    return max((int(m[1]) for n in names if (m := _COMMIT_RE.match(n))), default=0)
+    return max((int(m[1]) for n in names if (m := COMMIT_RE.match(n))), default=0)
 
 
 def space_is_stale(space: VectorSpace) -> tuple[bool, bool]:

@@ -23,6 +23,7 @@ from search.collection.preparing import (
     embed_prepared,
     prepare_items,
 )
+from search.lifecycle import StoragePolicy
 from search.media import MediaStore
 from search.models.encoder import Encoder
 from search.vectors.space import VectorSpace
@@ -73,13 +74,14 @@ class Collection:
     """One collection: its catalog rows, media and one `VectorSpace` per modality."""
 
     def __init__(self, info: CollectionInfo, catalog: Catalog, encoder: Encoder,
-                 root: Path, media: MediaStore) -> None:
+                 root: Path, media: MediaStore, policy: StoragePolicy | None = None) -> None:
         self.info, self.catalog, self.encoder, self.media = info, catalog, encoder, media
         self.root = Path(root)
+        self.policy = policy or StoragePolicy()
         self.spaces = {
             m: VectorSpace(self.root / model_key(encoder.identity) / m.value, dim=info.dim,
                            model=encoder.name, weights=encoder.weights.identity,
-                           spec=info.index_spec)
+                           spec=info.index_spec, keep_versions=self.policy.keep_versions)
             for m in Modality
         }
 
@@ -105,6 +107,11 @@ class Collection:
         known = self.known_hashes([i.external_id for i in items
                                    if isinstance(i.external_id, str)])
         prepared, failures = prepare_items(items, self.prepare_context(), known)
+        # Encode what looks new or changed before taking the write lock: the model is the
+        # slow part, and holding the lock through it would stall other writers and the
+        # refreshers of other processes. `write` encodes whatever changed meanwhile.
+        embed_prepared(self.encoder, [p for p in prepared
+                                      if known.get(p.external_id) != p.content_hash])
         report = self.write(prepared, job_id=job_id)
         self.record_failures(failures, job_id)
         report.failures = failures + report.failures
@@ -133,6 +140,7 @@ class Collection:
             if todo:
                 self._embed([p for p, _ in todo], [c.item_id for _, c in todo])
                 self.catalog.mark_active([c.item_id for _, c in todo])
+                self.compact()
         self.record_failures(report.failures, job_id)
         return report
 
@@ -163,9 +171,8 @@ class Collection:
             return
         entries = [(i, modality.value, source.value) for i in item_ids]
         new_ids, old_ids = self.catalog.replace_vectors(self.info.id, entries)
-        space = self.spaces[modality]
-        space.remove(old_ids)
-        space.add(np.asarray(new_ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
+        self.spaces[modality].replace(old_ids, np.asarray(new_ids, dtype=np.int64),
+                                      np.asarray(vectors, dtype=np.float32))
 
     def _drop(self, modality: Modality, item_ids: list[int],
               source: Source = Source.ORIGINAL) -> None:
@@ -187,6 +194,7 @@ class Collection:
                 self.catalog.record_generation(self.info.id, g.item_id, generator=g.generator,
                                                model=g.model, prompt=g.prompt, seed=g.seed,
                                                image_ref=ref)
+            self.compact()
 
     def delete_items(self, external_ids: Sequence[str]) -> int:
         """Remove items from the catalog and from search at once; returns vectors removed."""
@@ -195,6 +203,7 @@ class Collection:
             removed = self.catalog.delete_items(self.info.id, external_ids)
             for modality, ids in removed.items():
                 self.spaces[Modality(modality)].remove(ids)
+            self.compact()
         return sum(len(ids) for ids in removed.values())
 
     # -- consistency and index lifecycle ---------------------------------------------------
@@ -214,6 +223,20 @@ class Collection:
                 space.remove(orphans)
                 dropped += len(orphans)
         return dropped
+
+    def compact(self, *, force: bool = False) -> list[Modality]:
+        """Compact the spaces whose embedding log is due (all, when forced); returns
+        the modalities compacted. Writers call this after each write."""
+        done = []
+        with collection_write_lock(self.root):
+            for modality, space in self.spaces.items():
+                if force:
+                    space.sync()
+                    space.compact()
+                    done.append(modality)
+                elif space.compact_if_due(self.policy.compaction):
+                    done.append(modality)
+        return done
 
     def save(self, retrain: bool | None = None) -> dict[Modality, IndexManifest]:
         """Write a new index version per modality and record it in the catalog."""
