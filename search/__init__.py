@@ -10,6 +10,7 @@ by their full paths. The map:
 - `search.collection` — a collection's write path, the write lock, missing-image backfill.
 - `search.media` — safe image decoding and the media store.
 - `search.query`, `search.engine`, `search.filters` — the query path.
+- `search.lifecycle` — compaction, media collection, thumbnail trimming (`maintain`).
 - `search.workspace`, `search.live`, `search.settings`, `search.errors`.
 """
 
@@ -38,6 +39,7 @@ from search.errors import (
     XmodalError,
 )
 from search.filters import parse_filters
+from search.lifecycle import MaintenanceReport, StoragePolicy, maintain
 from search.live import Change, CollectionRefresher
 from search.media import DecodeLimits, MiB, decode_image
 from search.models.encoder import Encoder, load_encoder, resolve_device
@@ -49,7 +51,8 @@ from search.workspace import Workspace
 __all__ = [
     "MAX_K", "AddReport", "Change", "Collection", "CollectionRefresher", "CorruptImageError",
     "DecodeLimits", "Encoder", "Fusion", "Hit", "ImageGenerator", "ImageTooLargeError",
-    "InvalidInputError", "InvalidQueryError", "ItemFailure", "ItemRecord", "MiB", "Modality",
+    "InvalidInputError", "InvalidQueryError", "ItemFailure", "ItemRecord", "MaintenanceReport",
+    "MiB", "Modality", "StoragePolicy", "maintain",
     "NewItem", "PrepareContext", "PreparedItem", "QueryPart", "SearchQuery", "SearchResult",
     "Searcher", "Settings", "Target", "UnknownCollectionError", "UnknownItemError", "Workspace",
     "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing",

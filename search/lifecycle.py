@@ -45,6 +45,12 @@ _STORED_REF = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{2})/\1\2[0-9a-f]{60}\.[a-z0-
 _TOMBSTONE = ".gc-"
 
 
+def is_stored_ref(ref: str) -> bool:
+    """Whether a reference names a content-addressed file of the store (not a URL, not a
+    file referenced in place)."""
+    return bool(_STORED_REF.match(ref))
+
+
 @dataclass(frozen=True)
 class StoragePolicy:
     compaction: CompactionPolicy = field(default_factory=CompactionPolicy)
@@ -87,7 +93,7 @@ def stored_media(media: MediaStore) -> Iterator[tuple[str, os.stat_result]]:
         for mid in _subdirs(media.root / top):
             for entry in os.scandir(media.root / top / mid):
                 ref = f"{top}/{mid}/{entry.name}"
-                if _STORED_REF.match(ref):
+                if is_stored_ref(ref):
                     try:
                         yield ref, entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
@@ -182,13 +188,17 @@ def trim_thumbnails(media: MediaStore, max_bytes: int) -> int:
 # -- the whole home -----------------------------------------------------------------------
 
 
-def maintain(workspace: Workspace, policy: StoragePolicy | None = None,
-             *, force_compaction: bool = False) -> MaintenanceReport:
-    """Compact every collection's logs that are due (or all, when forced), collect
-    unreferenced media and trim thumbnails. Safe to run while others read and write."""
+def maintain(workspace: Workspace, policy: StoragePolicy | None = None, *,
+             collections: list[str] | None = None, force_compaction: bool = False,
+             media: bool = True) -> MaintenanceReport:
+    """Compact the embedding logs that are due (all, when forced) of every collection (or
+    of `collections`), then collect unreferenced media and trim thumbnails (the media
+    store is shared by all collections). Safe to run while others read and write."""
     policy = policy or StoragePolicy.from_settings(workspace.settings)
     report = MaintenanceReport()
     for info in workspace.list_collections():
+        if collections is not None and info.name not in collections:
+            continue
         try:
             collection = workspace.collection(info.name)
             for modality in collection.compact(force=force_compaction):
@@ -196,9 +206,10 @@ def maintain(workspace: Workspace, policy: StoragePolicy | None = None,
         except Exception as exc:  # noqa: BLE001 - one collection's failure spares the rest
             log.warning("maintenance of collection %r failed: %s", info.name, exc)
             report.errors[info.name] = str(exc)
-    media = workspace.media
-    remove_stale_tombstones(media)
-    report.media_removed, report.media_bytes_freed = collect_media(
-        workspace.catalog, media, policy.media_grace_s)
-    report.thumbnails_removed = trim_thumbnails(media, policy.thumbnail_cache_bytes)
+    if media:
+        store = workspace.media
+        remove_stale_tombstones(store)
+        report.media_removed, report.media_bytes_freed = collect_media(
+            workspace.catalog, store, policy.media_grace_s)
+        report.thumbnails_removed = trim_thumbnails(store, policy.thumbnail_cache_bytes)
     return report
