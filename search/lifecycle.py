@@ -69,6 +69,7 @@ class StoragePolicy:
 @dataclass
 class MaintenanceReport:
     compacted: list[str] = field(default_factory=list)  # "<collection>/<modality>"
+    repaired: int = 0  # vectors a killed write left half-stored (see Collection.reconcile)
     media_removed: int = 0
     media_bytes_freed: int = 0
     thumbnails_removed: int = 0
@@ -140,12 +141,13 @@ def _remove_if_untouched(path: Path, cutoff: float) -> bool:
     return True
 
 
-def remove_stale_tombstones(media: MediaStore) -> None:
-    """Moved-aside files whose collector was killed before it decided (kill -9)."""
+def remove_stale_tombstones(media: MediaStore, min_age_s: float = 60.0) -> None:
+    """Moved-aside files whose collector was killed before it decided (kill -9); ones
+    younger than `min_age_s` may belong to a collector still running elsewhere."""
     for top in _subdirs(media.root):
         for mid in _subdirs(media.root / top):
             for entry in os.scandir(media.root / top / mid):
-                if entry.name.startswith(_TOMBSTONE) and _older_than(entry, 60.0):
+                if entry.name.startswith(_TOMBSTONE) and _older_than(entry, min_age_s):
                     path = media.root / top / mid / entry.name
                     target = path.with_name(entry.name.removeprefix(_TOMBSTONE))
                     # put back, never delete: the next pass decides again with fresh facts
@@ -201,6 +203,7 @@ def maintain(workspace: Workspace, policy: StoragePolicy | None = None, *,
             continue
         try:
             collection = workspace.collection(info.name)
+            report.repaired += collection.reconcile()
             for modality in collection.compact(force=force_compaction):
                 report.compacted.append(f"{info.name}/{modality.value}")
         except Exception as exc:  # noqa: BLE001 - one collection's failure spares the rest

@@ -174,7 +174,7 @@ class CollectionRefresher:
             self._thread.start()
 
     def _run(self, interval_s: float) -> None:
-        next_maintenance = time.monotonic() + (self.maintain_every_s or 0)
+        next_maintenance = time.monotonic()  # first pass at start: repairs a killed write
         while not self._stop.wait(interval_s):
             try:
                 self.refresh_all()

@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from sqlalchemy import delete
 
 from search.catalog.catalog import Catalog, CollectionInfo, ItemInput, ItemState
-from search.catalog.models import Modality, Source
+from search.catalog.models import Modality, Source, VectorRow
 from search.collection.locks import collection_write_lock
 from search.collection.preparing import (
     ItemFailure,
@@ -213,16 +214,27 @@ class Collection:
             space.sync()
 
     def reconcile(self) -> int:
-        """Drop stored embeddings with no catalog row (left by a killed write)."""
+        """Repair what a write killed midway leaves (its item stays `pending`, so the next
+        write or indexing run redoes it): stored embeddings with no catalog row are
+        dropped, and catalog vector rows whose embedding never landed are deleted."""
         dropped = 0
         with collection_write_lock(self.root):
             self.sync()
             for modality, space in self.spaces.items():
                 in_sql = self.catalog.vector_ids(self.info.id, modalities=[modality.value])
-                orphans = np.setdiff1d(space.store_ids(), in_sql)
+                in_store = space.store_ids()
+                orphans = np.setdiff1d(in_store, in_sql)
                 space.remove(orphans)
-                dropped += len(orphans)
+                dangling = np.setdiff1d(in_sql, in_store)
+                self._delete_vector_rows(dangling)
+                dropped += len(orphans) + len(dangling)
         return dropped
+
+    def _delete_vector_rows(self, vector_ids: np.ndarray) -> None:
+        ids = [int(i) for i in vector_ids]
+        with self.catalog.session() as session:
+            for start in range(0, len(ids), 500):
+                session.execute(delete(VectorRow).where(VectorRow.id.in_(ids[start:start + 500])))
 
     def compact(self, *, force: bool = False) -> list[Modality]:
         """Compact the spaces whose embedding log is due (all, when forced); returns

@@ -11,6 +11,7 @@ Versioned persistence lives in `search.vectors.versions`.
 
 from __future__ import annotations
 
+import errno
 import math
 import threading
 from collections.abc import Iterable
@@ -261,7 +262,10 @@ class VectorIndex:
         return np.concatenate(parts)
 
     def write(self, path: Path) -> None:
-        faiss.write_index(self._index, str(path))
+        try:
+            faiss.write_index(self._index, str(path))
+        except RuntimeError as exc:  # faiss reports a failed write (full disk...) this way
+            raise OSError(errno.EIO, f"faiss could not write {path}: {exc}") from exc
 
     @classmethod
     def read(cls, path: Path, spec: str, *, mmap: bool = False) -> VectorIndex:

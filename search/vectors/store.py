@@ -37,6 +37,7 @@ from search.errors import (
     CorruptIndexError,
     InvalidInputError,
     ManifestMismatchError,
+    StorageError,
     StoreHistoryCompactedError,
 )
 
@@ -136,11 +137,34 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
     tmp = temp_path_for(path)
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, exc) from exc
+
+
+def storage_error(path: Path, exc: OSError) -> StorageError:
+    """A typed error naming the file and the reason (ENOSPC, EROFS, EDQUOT, ...)."""
+    return StorageError(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _guarded_save_npy(path: Path, array: np.ndarray) -> None:
+    try:
+        _atomic_save_npy(path, array)
+    except OSError as exc:
+        _remove_temp_files(path.parent, path.name)
+        raise storage_error(path, exc) from exc
+
+
+def _remove_temp_files(root: Path, suffix: str = "") -> None:
+    for name in os.listdir(root):
+        if name.startswith(_TEMP_PREFIX) and name.endswith(suffix):
+            (root / name).unlink(missing_ok=True)
 
 
 def _fsync_file(path: Path) -> None:
@@ -348,7 +372,7 @@ class EmbeddingStore:
             return self.latest_seq
         with self._write_lock:
             seq = self.latest_seq + 1
-            _atomic_save_npy(self.path / f"{seq:08d}.del.npy", ids_arr)
+            _guarded_save_npy(self.path / f"{seq:08d}.del.npy", ids_arr)
             fsync_dir(self.path)
             self._publish(self._shards + (_Shard(seq, "del", ids_arr, None),))
             return seq
@@ -359,8 +383,13 @@ class EmbeddingStore:
             view = self._view()
             seq = self.latest_seq + 1
             vec_path = self.path / f"{seq:08d}.snap.vec.npy"
-            ids = self._write_snapshot_vectors(view, vec_path)
-            _atomic_save_npy(self.path / f"{seq:08d}.snap.ids.npy", ids)  # the commit
+            try:
+                ids = self._write_snapshot_vectors(view, vec_path)
+            except OSError as exc:  # e.g. a full disk: the log stays as it was
+                _remove_temp_files(self.path)
+                vec_path.unlink(missing_ok=True)
+                raise storage_error(vec_path, exc) from exc
+            _guarded_save_npy(self.path / f"{seq:08d}.snap.ids.npy", ids)  # the commit
             fsync_dir(self.path)
             self._publish((_Shard(seq, "snap", ids, _map(vec_path)),))
             _remove_dead_files(self.path, seq)
