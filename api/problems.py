@@ -61,6 +61,7 @@ ENGINE_ERRORS: dict[type[BaseException], tuple[int, str]] = {
     engine.GeneratorError: (503, "generator-unavailable"),
     engine.IndexError_: (503, "index-unavailable"),
     engine.StorageError: (507, "insufficient-storage"),
+    engine.CatalogUnavailableError: (503, "catalog-unavailable"),
     engine.XmodalError: (500, "engine-error"),
 }
 

@@ -110,3 +110,7 @@ class InvalidPromptError(InvalidInputError):
 
 class StorageError(XmodalError, OSError):
     """The disk refused a write (full, read-only, quota); what was on disk before is intact."""
+
+
+class CatalogUnavailableError(XmodalError):
+    """The catalog database cannot be reached (down, restarting, locked past the timeout)."""

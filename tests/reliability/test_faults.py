@@ -267,7 +267,10 @@ def test_api_killed_during_writes_keeps_every_acknowledged_write(tmp_path, tiny_
         writer = threading.Thread(target=_write_stream,
                                   args=(base, acked, sent, stop, round_ * 100_000))
         writer.start()
-        time.sleep(rng.uniform(1.0, 2.5))
+        deadline, floor = time.monotonic() + 120, len(acked) + 3
+        while len(acked) < floor and time.monotonic() < deadline:  # past the warm-up
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))  # then a random point in the stream
         os.kill(server.pid, signal.SIGKILL)
         server.wait()
         stop.set()
@@ -386,3 +389,55 @@ def test_full_disk_during_api_writes_is_a_clear_507(tmp_path, tiny_model, monkey
     finally:
         ws.close()
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+# -- PostgreSQL stopped and restarted under the API -------------------------------------
+
+
+def _pg_ctl(cluster, action: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from tests.utils.postgres import _run_as_server_user
+
+    port = make_url(cluster.url).port
+    command = [str(cluster.bin_dir / "pg_ctl"), action, "-D", str(cluster.data_dir), "-w",
+               "-m", "fast"]
+    if action == "start":
+        command = [str(cluster.bin_dir / "pg_ctl"), "start", "-D", str(cluster.data_dir),
+                   "-w", "-l", str(cluster.workdir / "server.log"), "-o",
+                   f"-c port={port} -c listen_addresses=127.0.0.1 "
+                   f"-c unix_socket_directories={cluster.workdir}"]
+    _run_as_server_user(command, cwd=cluster.workdir)
+
+
+@pytest.mark.postgres
+def test_postgres_restarted_under_the_api_is_a_503_then_recovers(tmp_path, tiny_model):
+    from tests.api.conftest import open_client
+    from tests.utils.postgres import start_cluster
+
+    with start_cluster() as cluster:
+        if cluster.workdir is None:
+            pytest.skip("an external server (XMODAL_TEST_POSTGRES_URL) is not ours to stop")
+        url = cluster.create_database("reliability_outage")
+        settings = Settings(home=tmp_path / "home", model=tiny_model, device="cpu",
+                            offline=True, api_key=API_KEY, database_url=url)
+        build_home(settings, "shop", catalog_items(10))
+        query = {"collection": "shop", "text": "red fruit", "k": 3}
+        with open_client(settings) as client:
+            assert client.post("/v1/search", json=query).status_code == 200
+            _pg_ctl(cluster, "stop")
+            down = [client.post("/v1/search", json=query),
+                    client.put("/v1/collections/shop/items/x", headers=WRITE,
+                               json={"text": "while down"}),
+                    client.get("/v1/collections/shop/items/p1")]
+            for response in down:
+                assert response.status_code == 503, response.text
+                assert "catalog database is unavailable" in response.json()["detail"]
+            _pg_ctl(cluster, "start")
+            deadline = time.monotonic() + 30
+            while client.post("/v1/search", json=query).status_code != 200:
+                assert time.monotonic() < deadline, "no recovery after the restart"
+                time.sleep(0.2)
+            assert client.put("/v1/collections/shop/items/x", headers=WRITE,
+                              json={"text": "after"}).status_code in (200, 201)
+    record("faults", "PostgreSQL restart under the API: 503 while down, recovered", 1)
