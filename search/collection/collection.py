@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from search.catalog.catalog import Catalog, CollectionInfo, ItemInput, ItemState
-from search.catalog.models import Modality, Source, VectorRow
+from search.catalog.models import ItemRow, Modality, Source, VectorRow
 from search.collection.locks import collection_write_lock
 from search.collection.preparing import (
     ItemFailure,
@@ -218,8 +218,9 @@ class Collection:
         write or indexing run redoes it): stored embeddings with no catalog row are
         dropped, and catalog vector rows whose embedding never landed are deleted."""
         dropped = 0
-        with collection_write_lock(self.root):
+        with collection_write_lock(self.root):  # no write of ours is between its steps
             self.sync()
+            dropped += self._hide_pending()
             for modality, space in self.spaces.items():
                 in_sql = self.catalog.vector_ids(self.info.id, modalities=[modality.value])
                 in_store = space.store_ids()
@@ -229,6 +230,22 @@ class Collection:
                 self._delete_vector_rows(dangling)
                 dropped += len(orphans) + len(dangling)
         return dropped
+
+    def _hide_pending(self) -> int:
+        """Vectors of items a killed write left `pending` leave search: a half-applied
+        write is never served (the next write or indexing run of the item redoes it)."""
+        with self.catalog.session() as session:
+            pending = list(session.scalars(select(ItemRow.id).where(
+                ItemRow.collection_id == self.info.id, ItemRow.status == "pending")))
+        vectors = self.catalog.item_vectors(pending) if pending else {}
+        by_modality: dict[str, list[int]] = {}
+        for rows in vectors.values():
+            for vector_id, modality, _source in rows:
+                by_modality.setdefault(modality, []).append(vector_id)
+        for modality, ids in by_modality.items():
+            self.spaces[Modality(modality)].remove(ids)
+            self._delete_vector_rows(np.asarray(ids, dtype=np.int64))
+        return sum(len(ids) for ids in by_modality.values())
 
     def _delete_vector_rows(self, vector_ids: np.ndarray) -> None:
         ids = [int(i) for i in vector_ids]

@@ -60,8 +60,12 @@ def assert_consistent(ws: Workspace, name: str) -> dict[str, int]:
         assert np.array_equal(in_sql, in_store), f"{modality}: catalog and store differ"
         assert np.array_equal(in_store, in_index), f"{modality}: store and index differ"
         counts[modality.value] = len(in_store)
+    pending = {i for i, row in _statuses(ws, collection.info.id).items() if row == "pending"}
     for item in items.values():
         kinds = {(m, s) for _, m, s in item["vectors"]}
+        if item["item_id"] in pending:
+            assert not kinds, f"{item['external_id']} is pending (half-written) yet searchable"
+            continue
         if item["text"]:
             assert ("text", "original") in kinds, f"{item['external_id']} lost its text vector"
         if item["image_ref"]:
@@ -76,3 +80,13 @@ def assert_no_orphan_media(ws: Workspace) -> int:
     assert referenced <= stored, f"missing media: {sorted(referenced - stored)[:5]}"
     assert stored <= referenced, f"orphaned media: {sorted(stored - referenced)[:5]}"
     return len(stored)
+
+
+def _statuses(ws: Workspace, collection_id: int) -> dict[int, str]:
+    from sqlalchemy import select
+
+    from search.catalog.models import ItemRow
+
+    with ws.catalog.session() as session:
+        return dict(session.execute(select(ItemRow.id, ItemRow.status).where(
+            ItemRow.collection_id == collection_id)).all())

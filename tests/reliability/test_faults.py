@@ -98,8 +98,9 @@ def _store_kills(tmp_path: Path, kills: int, seed: int) -> int:
     assert np.allclose(vectors, np.concatenate([expected[i] for i in ids]), atol=1e-3)
     # the last operation is a compaction: it clears whatever a killed write left behind
     assert fault_child.operation(total - 1)[0] == "compact"
-    assert sorted(os.listdir(root / "emb")) == [
-        f"{total:08d}.snap.ids.npy", f"{total:08d}.snap.vec.npy", "store.json"]
+    names = sorted(os.listdir(root / "emb"))
+    snap = f"{store.latest_seq:08d}.snap"
+    assert names == [f"{snap}.ids.npy", f"{snap}.vec.npy", "store.json"], names
     return killed
 
 
