@@ -83,7 +83,10 @@ class Workspace:
         still holding the old object (queries in flight) keep using it safely."""
         fresh = self._open_collection(self.catalog.get_collection(name))
         with self._lock:
+            old = self._collections.get(name)
             self._collections[name] = fresh
+        if old is not None:
+            old.successor = fresh  # writes still holding the old object follow (see write)
         return fresh
 
     def forget_collection(self, name: str) -> None:

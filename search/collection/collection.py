@@ -24,6 +24,7 @@ from search.collection.preparing import (
     embed_prepared,
     prepare_items,
 )
+from search.errors import IndexError_
 from search.lifecycle import StoragePolicy
 from search.media import MediaStore
 from search.models.encoder import Encoder
@@ -79,6 +80,9 @@ class Collection:
         self.info, self.catalog, self.encoder, self.media = info, catalog, encoder, media
         self.root = Path(root)
         self.policy = policy or StoragePolicy()
+        # set when a refresher reopens this collection (a new index version elsewhere):
+        # writes that were waiting for the lock then go to the object now serving
+        self.successor: Collection | None = None
         self.spaces = {
             m: VectorSpace(self.root / model_key(encoder.identity) / m.value, dim=info.dim,
                            model=encoder.name, weights=encoder.weights.identity,
@@ -123,6 +127,12 @@ class Collection:
         """Store one prepared batch; embeds what is new or changed (unless an item already
         carries its vectors, computed elsewhere, e.g. by Ray actors)."""
         with collection_write_lock(self.root):
+            target = self._serving()
+            if target is not self:
+                if target.encoder.identity != self.encoder.identity:
+                    raise IndexError_(f"collection {self.name!r} switched to another model "
+                                      "during the write; retry it")
+                return target.write(prepared, job_id=job_id)
             self.sync()
             changes = self.catalog.upsert_items(self.info.id, [
                 ItemInput(p.external_id, p.text, p.image_ref, p.attributes, p.content_hash)
@@ -144,6 +154,14 @@ class Collection:
                 self.compact()
         self.record_failures(report.failures, job_id)
         return report
+
+    def _serving(self) -> Collection:
+        """The newest object of this collection (self unless it was reopened): a write
+        through a replaced object would reach the disk but not the index being served."""
+        current = self
+        while current.successor is not None:
+            current = current.successor
+        return current
 
     def record_failures(self, failures: Sequence[ItemFailure], job_id: int | None) -> None:
         if failures:
@@ -200,6 +218,9 @@ class Collection:
     def delete_items(self, external_ids: Sequence[str]) -> int:
         """Remove items from the catalog and from search at once; returns vectors removed."""
         with collection_write_lock(self.root):
+            target = self._serving()
+            if target is not self:
+                return target.delete_items(external_ids)
             self.sync()
             removed = self.catalog.delete_items(self.info.id, external_ids)
             for modality, ids in removed.items():
