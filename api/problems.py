@@ -60,6 +60,8 @@ ENGINE_ERRORS: dict[type[BaseException], tuple[int, str]] = {
     engine.ModelError: (503, "model-unavailable"),
     engine.GeneratorError: (503, "generator-unavailable"),
     engine.IndexError_: (503, "index-unavailable"),
+    engine.StorageError: (507, "insufficient-storage"),
+    engine.CatalogUnavailableError: (503, "catalog-unavailable"),
     engine.XmodalError: (500, "engine-error"),
 }
 
@@ -67,7 +69,8 @@ _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
            405: "Method not allowed", 409: "Conflict", 413: "Content too large",
            415: "Unsupported media type", 422: "Unprocessable content",
            429: "Too many requests",
-           500: "Internal server error", 503: "Service unavailable"}
+           500: "Internal server error", 503: "Service unavailable",
+           507: "Insufficient storage"}
 
 
 def engine_status(exc: BaseException) -> tuple[int, str]:

@@ -59,7 +59,9 @@ class Services:
         workspace = Workspace.open(settings)
         workspace.encoder()  # the default model: loaded now, not on the first query
         metrics.watch(workspace)
-        refresher = CollectionRefresher(workspace, on_change=metrics.on_reload)
+        refresher = CollectionRefresher(  # a read-only replica never rewrites storage
+            workspace, on_change=metrics.on_reload,
+            maintain_every_s=None if config.read_only else settings.maintenance_interval_s)
         return cls(settings, config, workspace, Searcher(workspace), refresher, metrics,
                    ImageFetcher(config))
 

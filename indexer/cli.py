@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from rich.console import Console
 
 from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
-from search import SearchMode, Settings, Workspace, XmodalError
+from search import SearchMode, Settings, Workspace, XmodalError, maintain
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("status", help="counts, index versions, last jobs, recent failures")
     _common(p)
+    p = sub.add_parser("compact", help="compact embedding logs now, collect unreferenced "
+                                       "media and trim the thumbnail cache (servers do this "
+                                       "by themselves every XMODAL_MAINTENANCE_INTERVAL_S)")
+    p.add_argument("--collection", "-c", action="append", dest="collections",
+                   help="only this collection (repeatable; default: all)")
+    p.add_argument("--home", type=Path, help="XMODAL_HOME (default from settings)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-media", action="store_true", help="leave media and thumbnails alone")
     _train_parsers(sub)
     return parser
 
@@ -135,6 +144,10 @@ def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:
                                      _options(args)), 0
     if args.command == "reindex":
         return reindex.rebuild_index(workspace, args.collection, args.spec), 0
+    if args.command == "compact":
+        report = maintain(workspace, collections=args.collections, force_compaction=True,
+                          media=not args.no_media)
+        return asdict(report), 1 if report.errors else 0
     if args.command in ("train", "eval"):
         return _run_training(args, workspace), 0
     return operations.collection_status(workspace, args.collection), 0

@@ -57,6 +57,7 @@ from search.errors import (
 from search.facets import FacetBucket, FacetCounts, FacetScope, parse_facets
 from search.files import read_regular_file
 from search.filters import MAX_FILTER_FIELDS, MAX_IN_VALUES, parse_filters
+from search.lifecycle import MaintenanceReport, StoragePolicy, maintain
 from search.live import Change, CollectionRefresher
 from search.media import THUMBNAIL_SIZES, DecodeLimits, MiB, decode_image
 from search.models.encoder import Encoder, load_encoder, resolve_device
@@ -94,11 +95,12 @@ __all__ = [
     "CorruptImageError", "DecodeLimits", "Encoder", "FacetBucket", "FacetCounts", "FacetScope",
     "FailureRecord", "Fusion", "FusionMethod", "Generation", "Hit", "ImageGenerator",
     "ImageTooLargeError", "IndexStats", "IndexVersionRecord", "InvalidInputError",
-    "InvalidQueryError", "ItemDetail", "ItemFailure", "ItemRecord", "JobRecord", "MiB",
-    "Modality", "NewItem", "PrepareContext", "PreparedItem", "QueryPart", "Ranked", "SearchMode",
-    "SearchQuery", "SearchResult", "Searcher", "Settings", "StoredItem", "Target",
-    "UnknownCollectionError", "UnknownItemError", "VectorRef", "Workspace", "XmodalError",
-    "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing", "index_stats",
-    "item_seed", "items_by_id", "load_encoder", "load_generator", "parse_facets", "parse_filters",
-    "prepare_or_fail", "read_regular_file", "resolve_device",
+    "InvalidQueryError", "ItemDetail", "ItemFailure", "ItemRecord", "JobRecord",
+    "MaintenanceReport", "MiB", "Modality", "NewItem", "PrepareContext", "PreparedItem",
+    "QueryPart", "Ranked", "SearchMode", "SearchQuery", "SearchResult", "Searcher", "Settings",
+    "StoragePolicy", "StoredItem", "Target", "UnknownCollectionError", "UnknownItemError",
+    "VectorRef", "Workspace", "XmodalError", "content_hash", "decode_image", "embed_prepared",
+    "errors", "generate_missing", "index_stats", "item_seed", "items_by_id", "load_encoder",
+    "load_generator", "maintain", "parse_facets", "parse_filters", "prepare_or_fail",
+    "read_regular_file", "resolve_device",
 ]

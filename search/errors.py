@@ -106,3 +106,11 @@ class GeneratorUnavailableError(GeneratorError):
 
 class InvalidPromptError(InvalidInputError):
     """A generation prompt is empty, not a string, or longer than the limit."""
+
+
+class StorageError(XmodalError, OSError):
+    """The disk refused a write (full, read-only, quota); what was on disk before is intact."""
+
+
+class CatalogUnavailableError(XmodalError):
+    """The catalog database cannot be reached (down, restarting, locked past the timeout)."""

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,15 +38,14 @@ from search.catalog.models import CollectionRow
 from search.collection.collection import Collection
 from search.collection.locks import collection_write_lock
 from search.errors import UnknownCollectionError, XmodalError
+from search.lifecycle import MaintenanceReport, maintain
 from search.vectors.space import VectorSpace
+from search.vectors.store import COMMIT_RE
 from search.vectors.versions import current_version
 from search.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-# Commit files of an EmbeddingStore (see search/embeddings.py): the ids file of an
-# add/snap, or a del file. tests/search/test_live.py checks this agrees with the store.
-_COMMIT_RE = re.compile(r"^(\d{8})\.(?:(?:add|snap)\.ids|del)\.npy$")
 
 
 class Change(StrEnum):
@@ -63,7 +62,7 @@ def committed_seq_on_disk(store_dir: Path) -> int:
         names = os.listdir(store_dir)
     except FileNotFoundError:
         return 0
-    return max((int(m[1]) for n in names if (m := _COMMIT_RE.match(n))), default=0)
+    return max((int(m[1]) for n in names if (m := COMMIT_RE.match(n))), default=0)
 
 
 def space_is_stale(space: VectorSpace) -> tuple[bool, bool]:
@@ -99,9 +98,13 @@ class CollectionRefresher:
     `on_change(name, change)` is told about every change other than UNCHANGED (metrics)."""
 
     def __init__(self, workspace: Workspace,
-                 on_change: Callable[[str, Change], None] | None = None) -> None:
+                 on_change: Callable[[str, Change], None] | None = None, *,
+                 maintain_every_s: float | None = None) -> None:
         self.workspace = workspace
         self.on_change = on_change or (lambda _name, _change: None)
+        # storage maintenance (compaction, media collection) on the same thread; None: off
+        self.maintain_every_s = maintain_every_s
+        self.last_maintenance: MaintenanceReport | None = None
         self._lock = threading.Lock()  # one refresh at a time: reopen is not cheap
         # name -> (the cached object, the catalog identity it was first seen with)
         self._seen: dict[str, tuple[Collection, Identity]] = {}
@@ -171,11 +174,21 @@ class CollectionRefresher:
             self._thread.start()
 
     def _run(self, interval_s: float) -> None:
+        next_maintenance = time.monotonic()  # first pass at start: repairs a killed write
         while not self._stop.wait(interval_s):
             try:
                 self.refresh_all()
             except Exception:  # noqa: BLE001 - the catalog may be briefly unreachable
                 log.exception("collection refresh failed; retrying next tick")
+            if self.maintain_every_s is not None and time.monotonic() >= next_maintenance:
+                next_maintenance = time.monotonic() + self.maintain_every_s
+                self._maintain()
+
+    def _maintain(self) -> None:
+        try:
+            self.last_maintenance = maintain(self.workspace)
+        except Exception:  # noqa: BLE001 - retried next period; serving goes on
+            log.exception("storage maintenance failed; retrying next period")
 
     def stop(self) -> None:
         with self._state:

@@ -262,7 +262,7 @@ class MediaStore:
         """Store bytes; the same bytes always give the same reference (idempotent)."""
         ref = self.ref_for(data, suffix)
         target = self.root / ref
-        if not target.is_file():
+        if not touch(target):
             _atomic_write(target, data)
         return ref
 
@@ -279,7 +279,7 @@ class MediaStore:
                 out.write(chunk)
             ref = _content_ref(digest.hexdigest(), extension)
             target = self.root / ref
-            if not target.is_file():
+            if not touch(target):
                 out.flush()
                 os.fsync(out.fileno())
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -304,8 +304,9 @@ class MediaStore:
             )
         source = self.resolve(ref)
         cached = self._thumbnail_path(ref, source, size, fmt)
-        if cached.is_file():
-            return cached.read_bytes()
+        if touch(cached):  # mtime is the cache's recency (see search/lifecycle.py)
+            with suppress(FileNotFoundError):  # evicted between touch and read
+                return cached.read_bytes()
         data = _render_thumbnail(source, size, fmt)
         _atomic_write(cached, data)
         return data
@@ -340,6 +341,20 @@ class MediaStore:
         stat = source.stat()
         key = hashlib.sha256(f"{ref}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
         return self.root / "thumbs" / str(size) / key[:2] / f"{key}.{fmt.lower()}"
+
+
+def touch(path: Path) -> bool:
+    """Mark an existing file as just used; False if there is none.
+
+    Media garbage collection spares files touched within its grace period, so a writer
+    that re-uses stored bytes must touch them (see search/lifecycle.py)."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    except OSError:  # read-only media (a serving replica): recency cannot be recorded
+        pass
+    return path.is_file()
 
 
 def _check_ref_syntax(ref: str) -> None:

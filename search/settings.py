@@ -21,6 +21,22 @@ class Settings(BaseSettings):
     offline: bool = Field(default=False, description="Never contact a model hub.")
     api_key: SecretStr | None = Field(default=None, description="Key for write endpoints.")
 
+    # storage lifecycle (search/lifecycle.py)
+    compact_max_ops: int = Field(default=256, ge=1, description=(
+        "Compact a space's embedding log once this many operation files follow its snapshot."))
+    compact_min_ops: int = Field(default=16, ge=1, description=(
+        "Below this many operation files, dead rows alone never trigger a compaction."))
+    compact_dead_ratio: float = Field(default=0.5, gt=0, le=1, description=(
+        "Compact when this share of the stored rows is dead (superseded or deleted)."))
+    keep_index_versions: int = Field(default=2, ge=1, description=(
+        "Index versions kept per space; older ones are pruned when a new one is saved."))
+    media_gc_grace_s: float = Field(default=3600.0, ge=0, description=(
+        "Unreferenced media younger than this are kept (a writer may be about to use them)."))
+    thumbnail_cache_mb: int = Field(default=256, ge=0, description=(
+        "Size cap of the thumbnail cache; least recently used thumbnails go first."))
+    maintenance_interval_s: float = Field(default=300.0, gt=0, description=(
+        "How often a server compacts, collects media and trims thumbnails."))
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -10,6 +10,7 @@ from search.catalog.catalog import Catalog, CollectionInfo, open_catalog
 from search.collection.collection import Collection
 from search.collection.locks import collection_write_lock
 from search.errors import InvalidInputError
+from search.lifecycle import StoragePolicy
 from search.media import MediaStore
 from search.models.encoder import Encoder, load_encoder
 from search.settings import Settings
@@ -69,7 +70,7 @@ class Workspace:
     def _open_collection(self, info: CollectionInfo) -> Collection:
         encoder = self.encoder(info.model, info.pretrained)
         return Collection(info, self.catalog, encoder, self.settings.collection_dir(info.name),
-                          self.media)
+                          self.media, StoragePolicy.from_settings(self.settings))
 
     def cached_collections(self) -> dict[str, Collection]:
         """The collections this process has open (a snapshot; see search/live.py)."""
@@ -83,7 +84,10 @@ class Workspace:
         still holding the old object (queries in flight) keep using it safely."""
         fresh = self._open_collection(self.catalog.get_collection(name))
         with self._lock:
+            old = self._collections.get(name)
             self._collections[name] = fresh
+        if old is not None:
+            old.successor = fresh  # writes still holding the old object follow (see write)
         return fresh
 
     def forget_collection(self, name: str) -> None:

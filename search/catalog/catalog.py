@@ -14,7 +14,7 @@ import numpy as np
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, Select, create_engine, delete, event, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from search.catalog import lexical
@@ -37,7 +37,12 @@ from search.catalog.records import (
     StoredItem,
     VectorRef,
 )
-from search.errors import CollectionExistsError, UnknownCollectionError, UnknownItemError
+from search.errors import (
+    CatalogUnavailableError,
+    CollectionExistsError,
+    UnknownCollectionError,
+    UnknownItemError,
+)
 from search.filters import Filter
 
 # Bound SQL IN-lists: SQLite allows 32k host parameters, PostgreSQL 65k.
@@ -141,9 +146,15 @@ class Catalog:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
-            yield session
+        """One transaction: committed on success, rolled back on any error. A lost or
+        refused connection is a typed `CatalogUnavailableError` (a 503, not a 500)."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except (OperationalError, InterfaceError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise CatalogUnavailableError(
+                f"the catalog database is unavailable: {reason}") from exc
 
     def close(self) -> None:
         self.engine.dispose()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sqlalchemy import delete, select
 
 from search.catalog.catalog import Catalog, CollectionInfo, ItemInput, ItemState
-from search.catalog.models import Modality, Source
+from search.catalog.models import ItemRow, Modality, Source, VectorRow
 from search.collection.locks import collection_write_lock
 from search.collection.preparing import (
     ItemFailure,
@@ -22,6 +23,8 @@ from search.collection.preparing import (
     embed_prepared,
     prepare_items,
 )
+from search.errors import IndexError_
+from search.lifecycle import StoragePolicy
 from search.media import MediaStore
 from search.models.encoder import Encoder
 from search.vectors.space import VectorSpace
@@ -95,13 +98,17 @@ class Collection:
     """One collection: its catalog rows, media and one `VectorSpace` per modality."""
 
     def __init__(self, info: CollectionInfo, catalog: Catalog, encoder: Encoder,
-                 root: Path, media: MediaStore) -> None:
+                 root: Path, media: MediaStore, policy: StoragePolicy | None = None) -> None:
         self.info, self.catalog, self.encoder, self.media = info, catalog, encoder, media
         self.root = Path(root)
+        self.policy = policy or StoragePolicy()
+        # set when a refresher reopens this collection (a new index version elsewhere):
+        # writes that were waiting for the lock then go to the object now serving
+        self.successor: Collection | None = None
         self.spaces = {
             m: VectorSpace(self.root / model_key(encoder.identity) / m.value, dim=info.dim,
                            model=encoder.name, weights=encoder.weights.identity,
-                           spec=info.index_spec)
+                           spec=info.index_spec, keep_versions=self.policy.keep_versions)
             for m in Modality
         }
 
@@ -127,6 +134,11 @@ class Collection:
         known = self.known_hashes([i.external_id for i in items
                                    if isinstance(i.external_id, str)])
         prepared, failures = prepare_items(items, self.prepare_context(), known)
+        # Encode what looks new or changed before taking the write lock: the model is the
+        # slow part, and holding the lock through it would stall other writers and the
+        # refreshers of other processes. `write` encodes whatever changed meanwhile.
+        embed_prepared(self.encoder, [p for p in prepared
+                                      if known.get(p.external_id) != p.content_hash])
         report = self.write(prepared, job_id=job_id)
         self.record_failures(failures, job_id)
         report.failures = failures + report.failures
@@ -137,6 +149,12 @@ class Collection:
         """Store one prepared batch; embeds what is new or changed (unless an item already
         carries its vectors, computed elsewhere, e.g. by Ray actors)."""
         with collection_write_lock(self.root):
+            target = self._serving()
+            if target is not self:
+                if target.encoder.identity != self.encoder.identity:
+                    raise IndexError_(f"collection {self.name!r} switched to another model "
+                                      "during the write; retry it")
+                return target.write(prepared, job_id=job_id)
             self.sync()
             changes = self.catalog.upsert_items(self.info.id, [
                 ItemInput(p.external_id, p.text, p.image_ref, p.attributes, p.content_hash)
@@ -155,8 +173,17 @@ class Collection:
             if todo:
                 self._embed([p for p, _ in todo], [c.item_id for _, c in todo])
                 self.catalog.mark_active([c.item_id for _, c in todo])
+                self.compact()
         self.record_failures(report.failures, job_id)
         return report
+
+    def _serving(self) -> Collection:
+        """The newest object of this collection (self unless it was reopened): a write
+        through a replaced object would reach the disk but not the index being served."""
+        current = self
+        while current.successor is not None:
+            current = current.successor
+        return current
 
     def record_failures(self, failures: Sequence[ItemFailure], job_id: int | None) -> None:
         if failures:
@@ -185,9 +212,8 @@ class Collection:
             return
         entries = [(i, modality.value, source.value) for i in item_ids]
         new_ids, old_ids = self.catalog.replace_vectors(self.info.id, entries)
-        space = self.spaces[modality]
-        space.remove(old_ids)
-        space.add(np.asarray(new_ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
+        self.spaces[modality].replace(old_ids, np.asarray(new_ids, dtype=np.int64),
+                                      np.asarray(vectors, dtype=np.float32))
 
     def _drop(self, modality: Modality, item_ids: list[int],
               source: Source = Source.ORIGINAL) -> None:
@@ -209,14 +235,19 @@ class Collection:
                 self.catalog.record_generation(self.info.id, g.item_id, generator=g.generator,
                                                model=g.model, prompt=g.prompt, seed=g.seed,
                                                image_ref=ref)
+            self.compact()
 
     def delete_items(self, external_ids: Sequence[str]) -> int:
         """Remove items from the catalog and from search at once; returns vectors removed."""
         with collection_write_lock(self.root):
+            target = self._serving()
+            if target is not self:
+                return target.delete_items(external_ids)
             self.sync()
             removed = self.catalog.delete_items(self.info.id, external_ids)
             for modality, ids in removed.items():
                 self.spaces[Modality(modality)].remove(ids)
+            self.compact()
         return sum(len(ids) for ids in removed.values())
 
     # -- consistency and index lifecycle ---------------------------------------------------
@@ -226,16 +257,58 @@ class Collection:
             space.sync()
 
     def reconcile(self) -> int:
-        """Drop stored embeddings with no catalog row (left by a killed write)."""
+        """Repair what a write killed midway leaves (its item stays `pending`, so the next
+        write or indexing run redoes it): stored embeddings with no catalog row are
+        dropped, and catalog vector rows whose embedding never landed are deleted."""
         dropped = 0
-        with collection_write_lock(self.root):
+        with collection_write_lock(self.root):  # no write of ours is between its steps
             self.sync()
+            dropped += self._hide_pending()
             for modality, space in self.spaces.items():
                 in_sql = self.catalog.vector_ids(self.info.id, modalities=[modality.value])
-                orphans = np.setdiff1d(space.store_ids(), in_sql)
+                in_store = space.store_ids()
+                orphans = np.setdiff1d(in_store, in_sql)
                 space.remove(orphans)
-                dropped += len(orphans)
+                dangling = np.setdiff1d(in_sql, in_store)
+                self._delete_vector_rows(dangling)
+                dropped += len(orphans) + len(dangling)
         return dropped
+
+    def _hide_pending(self) -> int:
+        """Vectors of items a killed write left `pending` leave search: a half-applied
+        write is never served (the next write or indexing run of the item redoes it)."""
+        with self.catalog.session() as session:
+            pending = list(session.scalars(select(ItemRow.id).where(
+                ItemRow.collection_id == self.info.id, ItemRow.status == "pending")))
+        vectors = self.catalog.item_vectors(pending) if pending else {}
+        by_modality: dict[str, list[int]] = {}
+        for rows in vectors.values():
+            for vector_id, modality, _source in rows:
+                by_modality.setdefault(modality, []).append(vector_id)
+        for modality, ids in by_modality.items():
+            self.spaces[Modality(modality)].remove(ids)
+            self._delete_vector_rows(np.asarray(ids, dtype=np.int64))
+        return sum(len(ids) for ids in by_modality.values())
+
+    def _delete_vector_rows(self, vector_ids: np.ndarray) -> None:
+        ids = [int(i) for i in vector_ids]
+        with self.catalog.session() as session:
+            for start in range(0, len(ids), 500):
+                session.execute(delete(VectorRow).where(VectorRow.id.in_(ids[start:start + 500])))
+
+    def compact(self, *, force: bool = False) -> list[Modality]:
+        """Compact the spaces whose embedding log is due (all, when forced); returns
+        the modalities compacted. Writers call this after each write."""
+        done = []
+        with collection_write_lock(self.root):
+            for modality, space in self.spaces.items():
+                if force:
+                    space.sync()
+                    space.compact()
+                    done.append(modality)
+                elif space.compact_if_due(self.policy.compaction):
+                    done.append(modality)
+        return done
 
     def save(self, retrain: bool | None = None) -> dict[Modality, IndexManifest]:
         """Write a new index version per modality and record it in the catalog."""

@@ -11,6 +11,7 @@ Versioned persistence lives in `search.vectors.versions`.
 
 from __future__ import annotations
 
+import errno
 import math
 import threading
 from collections.abc import Iterable
@@ -246,8 +247,25 @@ class VectorIndex:
                     self._gpu_index = self._index
             return self._gpu_index
 
+    def ids(self) -> np.ndarray:
+        """Every id held, int64 [ntotal] (unordered): to diff against the store."""
+        if self._ivf is None:
+            return faiss.vector_to_array(faiss.downcast_index(self._index).id_map).astype(
+                np.int64)
+        invlists, parts = self._ivf.invlists, [np.zeros(0, np.int64)]
+        for list_no in range(self._ivf.nlist):
+            size = invlists.list_size(list_no)
+            if size:
+                ptr = invlists.get_ids(list_no)
+                parts.append(faiss.rev_swig_ptr(ptr, size).astype(np.int64))
+                invlists.release_ids(list_no, ptr)
+        return np.concatenate(parts)
+
     def write(self, path: Path) -> None:
-        faiss.write_index(self._index, str(path))
+        try:
+            faiss.write_index(self._index, str(path))
+        except RuntimeError as exc:  # faiss reports a failed write (full disk...) this way
+            raise OSError(errno.EIO, f"faiss could not write {path}: {exc}") from exc
 
     @classmethod
     def read(cls, path: Path, spec: str, *, mmap: bool = False) -> VectorIndex:

@@ -9,9 +9,39 @@ from pathlib import Path
 import numpy as np
 
 from search.errors import NoIndexError, StoreHistoryCompactedError
-from search.vectors.index import SearchParams, VectorIndex, choose_spec, search_reranked
-from search.vectors.store import EmbeddingStore
+from search.vectors.index import (
+    SearchParams,
+    VectorIndex,
+    apply_ops,
+    choose_spec,
+    search_reranked,
+)
+from search.vectors.store import CompactionPolicy, EmbeddingStore
 from search.vectors.versions import IndexManifest, load_current, prune_versions, write_version
+
+
+def replay(index: VectorIndex, store: EmbeddingStore, since_seq: int) -> None:
+    """Bring an index that reflects the store at `since_seq` up to its latest state.
+
+    The one way an index catches up (load, sync, rebuild). When the operations were
+    compacted away, the index is diffed against the live ids instead: vector ids are
+    never reused, so ids in both hold the same vector and no retraining is needed."""
+    try:
+        ops = list(store.ops_since(since_seq))
+    except StoreHistoryCompactedError:
+        _match_live(index, store)
+    else:
+        apply_ops(index, ops)
+
+
+def _match_live(index: VectorIndex, store: EmbeddingStore) -> None:
+    held, live = index.ids(), store.live_ids()
+    index.remove(np.setdiff1d(held, live))
+    missing = np.setdiff1d(live, held)
+    if len(missing):
+        vectors, _ = store.get(missing)
+        index.add(missing, vectors)
+
 
 # Retrain when the collection has grown this much past what the IVF was sized for.
 GROWTH_BEFORE_RETRAIN = 4
@@ -31,9 +61,10 @@ class VectorSpace:
     """
 
     def __init__(self, root: Path, *, dim: int, model: str, weights: str,
-                 spec: str | None = None) -> None:
+                 spec: str | None = None, keep_versions: int = 2) -> None:
         self.root, self.dim, self.model, self.weights = Path(root), dim, model, weights
         self.fixed_spec = spec  # an explicit FAISS factory string overrides the auto choice
+        self.keep_versions = max(1, keep_versions)  # index versions kept on disk
         self.lock = threading.RLock()
         self.store = EmbeddingStore.open(self.root / "embeddings", dim)
         self.index, self.manifest = self._load_or_build()
@@ -49,13 +80,7 @@ class VectorSpace:
                                            pretrained=self.weights, dim=self.dim)
         except NoIndexError:
             return self._train_from_store(self._target_spec()), None
-        # Replay what came after the saved version. Vector ids are never reused, so an
-        # add can go straight in.
-        for op in self.store.ops_since(manifest.store_seq):
-            if op.kind == "add":
-                index.add(op.ids, op.vectors)
-            else:
-                index.remove(op.ids)
+        replay(index, self.store, manifest.store_seq)  # what came after the saved version
         return index, manifest
 
     def _target_spec(self) -> str:
@@ -83,6 +108,18 @@ class VectorSpace:
             self.seen_seq = self.store.append(ids, vectors)
             self.index.add(ids, vectors)
 
+    def replace(self, old_ids: list[int] | np.ndarray, ids: np.ndarray,
+                vectors: np.ndarray) -> None:
+        """Drop `old_ids` and add `vectors` under `ids`: one store operation."""
+        old = np.asarray(old_ids, dtype=np.int64)
+        if len(ids) == 0 and len(old) == 0:
+            return
+        with self.lock:
+            self.seen_seq = self.store.replace(old, ids, vectors)
+            self.index.remove(old)
+            if len(ids):
+                self.index.add(ids, vectors)
+
     def remove(self, ids: list[int] | np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
@@ -97,21 +134,25 @@ class VectorSpace:
             self.store.refresh()
             if self.store.latest_seq == self.seen_seq:
                 return
-            try:
-                ops = list(self.store.ops_since(self.seen_seq))
-            except StoreHistoryCompactedError:
-                self.index = self._train_from_store(self.index.spec)
-            else:
-                for op in ops:
-                    if op.kind == "add":
-                        self.index.add(op.ids, op.vectors)
-                    else:
-                        self.index.remove(op.ids)
+            replay(self.index, self.store, self.seen_seq)
             self.seen_seq = self.store.latest_seq
 
+    def compact_if_due(self, policy: CompactionPolicy) -> bool:
+        """Rewrite the embedding log when `policy` says so (the caller is the writer:
+        it holds the collection's write lock). Searches go on meanwhile."""
+        if not policy.due(self.store):
+            return False
+        self.compact()
+        return True
+
+    def compact(self) -> int:
+        seq = self.store.compact()
+        with self.lock:  # the index already holds every live row: only the seq moves
+            self.seen_seq = seq
+        return seq
+
     def store_ids(self) -> np.ndarray:
-        return np.concatenate([ids for ids, _ in self.store.live()] or
-                              [np.zeros(0, dtype=np.int64)])
+        return self.store.live_ids()
 
     def needs_retrain(self) -> bool:
         if self.fixed_spec is not None:
@@ -130,7 +171,7 @@ class VectorSpace:
             seq = self.store.latest_seq
             self.manifest = write_version(self.index_dir, self.index, model=self.model,
                                           pretrained=self.weights, store_seq=seq)
-        prune_versions(self.index_dir, keep=2)
+        prune_versions(self.index_dir, keep=self.keep_versions)
         return self.manifest
 
     def rebuild(self, spec: str | None = None) -> IndexManifest:
@@ -139,15 +180,12 @@ class VectorSpace:
         seq = self.store.latest_seq
         fresh = self._train_from_store(spec or self._target_spec())
         with self.lock:
-            for op in self.store.ops_since(seq):  # writes that raced with training
-                fresh.remove(op.ids)
-                if op.kind == "add":
-                    fresh.add(op.ids, op.vectors)
+            replay(fresh, self.store, seq)  # writes that raced with training
             self.manifest = write_version(self.index_dir, fresh, model=self.model,
                                           pretrained=self.weights,
                                           store_seq=self.store.latest_seq)
             self.index, self.seen_seq = fresh, self.store.latest_seq
-        prune_versions(self.index_dir, keep=2)
+        prune_versions(self.index_dir, keep=self.keep_versions)
         return self.manifest
 
     # -- reads -------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Indexes are rebuilt and re-ranked from here, never by re-running the model. The
 store is a directory of append-only, sequence-numbered operation files:
 
-    {seq:08d}.add.vec.npy + {seq:08d}.add.ids.npy   an append (vec first; ids commit it)
+    {seq:08d}.put.npz                                ids + vectors written, and ids
+                                                     removed first: one file, one fsync
+    {seq:08d}.add.vec.npy + {seq:08d}.add.ids.npy   an append (older format, still read)
     {seq:08d}.del.npy                                a deletion
     {seq:08d}.snap.vec.npy + {seq:08d}.snap.ids.npy a compaction: all live rows at seq-1
     store.json                                       {"dim": ..., "dtype": "float16"}
@@ -35,10 +37,11 @@ from search.errors import (
     CorruptIndexError,
     InvalidInputError,
     ManifestMismatchError,
+    StorageError,
     StoreHistoryCompactedError,
 )
 
-_COMMIT_RE = re.compile(r"^(\d{8})\.(?:(add|snap)\.ids|(del))\.npy$")
+COMMIT_RE = re.compile(r"^(\d{8})\.(?:(add|snap)\.ids\.npy|(del)\.npy|(put)\.npz)$")
 _SEQ_RE = re.compile(r"^(\d{8})\.")
 _TEMP_PREFIX = ".tmp-"
 _SCAN_RETRIES = 5  # a concurrent compaction may unlink files between listdir and load
@@ -57,9 +60,10 @@ class Op:
 @dataclass(frozen=True)
 class _Shard:
     seq: int
-    kind: str  # "add" | "del" | "snap"
+    kind: str  # "put" | "add" | "del" | "snap"
     ids: np.ndarray  # int64 [n], in memory
-    vectors: np.ndarray | None  # float16 [n, dim], memory-mapped
+    vectors: np.ndarray | None  # float16 [n, dim], memory-mapped (in memory for "put")
+    removed: np.ndarray | None = None  # int64 [r]: ids a "put" deletes before adding
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,27 @@ class _Lookup:
 class _View:
     shards: tuple[_Shard, ...]
     lookup: _Lookup
+
+
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """When the log is worth rewriting: many operation files, or mostly dead rows.
+
+    Bounds the store to at most 2 * max_ops + 3 files; a compaction rewrites the live
+    rows, so the ratio keeps its cost proportional to the rows changed since the last."""
+
+    max_ops: int = 256  # operation files after the snapshot (a file listing per refresh)
+    min_ops: int = 16  # below this, dead rows alone never trigger one
+    dead_ratio: float = 0.5  # dead rows (superseded or deleted) / rows stored
+
+    def due(self, store: EmbeddingStore) -> bool:
+        ops = store.ops_since_snapshot
+        if ops >= self.max_ops:
+            return True
+        if ops < self.min_ops:
+            return False
+        stored = store.stored_rows
+        return stored > 0 and (stored - store.count) / stored >= self.dead_ratio
 
 
 def fsync_dir(path: Path) -> None:
@@ -110,6 +135,38 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = temp_path_for(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, exc) from exc
+
+
+def storage_error(path: Path, exc: OSError) -> StorageError:
+    """A typed error naming the file and the reason (ENOSPC, EROFS, EDQUOT, ...)."""
+    return StorageError(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _guarded_save_npy(path: Path, array: np.ndarray) -> None:
+    try:
+        _atomic_save_npy(path, array)
+    except OSError as exc:
+        _remove_temp_files(path.parent, path.name)
+        raise storage_error(path, exc) from exc
+
+
+def _remove_temp_files(root: Path, suffix: str = "") -> None:
+    for name in os.listdir(root):
+        if name.startswith(_TEMP_PREFIX) and name.endswith(suffix):
+            (root / name).unlink(missing_ok=True)
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -126,15 +183,24 @@ def as_ids(ids: np.ndarray | list[int]) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def _events(shards: tuple[_Shard, ...]) -> Iterator[tuple[np.ndarray, int, np.ndarray, bool]]:
+    """(ids, shard position, rows, is a deletion) in replay order."""
+    for i, s in enumerate(shards):
+        if s.removed is not None and len(s.removed):
+            yield s.removed, i, np.full(len(s.removed), -1, np.int64), True
+        yield s.ids, i, np.arange(len(s.ids), dtype=np.int64), s.kind == "del"
+
+
 def _build_lookup(shards: tuple[_Shard, ...]) -> _Lookup:
     """Replay all shards at once: per id, the last event wins; drop ids whose is a del."""
-    if not shards:
+    events = list(_events(shards))
+    if not events:
         empty = np.empty(0, np.int64)
         return _Lookup(empty, np.empty(0, np.int32), empty)
-    ids = np.concatenate([s.ids for s in shards])
-    shard = np.concatenate([np.full(len(s.ids), i, np.int32) for i, s in enumerate(shards)])
-    row = np.concatenate([np.arange(len(s.ids), dtype=np.int64) for s in shards])
-    is_del = np.concatenate([np.full(len(s.ids), s.kind == "del") for s in shards])
+    ids = np.concatenate([e[0] for e in events])
+    shard = np.concatenate([np.full(len(e[0]), e[1], np.int32) for e in events])
+    row = np.concatenate([e[2] for e in events])
+    is_del = np.concatenate([np.full(len(e[0]), e[3]) for e in events])
     # stable sort keeps seq order among equal ids, so the last of each run is the newest
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
@@ -143,6 +209,24 @@ def _build_lookup(shards: tuple[_Shard, ...]) -> _Lookup:
     keep = order[last]
     keep = keep[~is_del[keep]]
     return _Lookup(ids[keep], shard[keep], row[keep])
+
+
+def _apply_shard(lookup: _Lookup, shard: _Shard, position: int) -> _Lookup:
+    """The lookup after one more shard: its ids drop their old rows; an add re-adds them."""
+    gone = shard.ids if shard.removed is None else np.concatenate([shard.removed, shard.ids])
+    keep = np.ones(len(lookup.ids), dtype=bool)
+    if len(lookup.ids) and len(gone):  # lookup.ids is sorted: a binary search per id
+        pos = np.minimum(np.searchsorted(lookup.ids, gone), len(lookup.ids) - 1)
+        keep[pos[lookup.ids[pos] == gone]] = False
+    ids, where, row = lookup.ids[keep], lookup.shard[keep], lookup.row[keep]
+    if shard.kind == "del":
+        return _Lookup(ids, where, row)
+    order = np.argsort(shard.ids, kind="stable")
+    new_ids = shard.ids[order]
+    at = np.searchsorted(ids, new_ids)
+    return _Lookup(np.insert(ids, at, new_ids),
+                   np.insert(where, at, np.full(len(new_ids), position, np.int32)),
+                   np.insert(row, at, order.astype(np.int64)))
 
 
 class EmbeddingStore:
@@ -197,6 +281,10 @@ class EmbeddingStore:
             out[sel] = vectors[row[sel]]
         return out, found
 
+    def live_ids(self) -> np.ndarray:
+        """Ids of every live embedding, int64 [count], sorted."""
+        return self._view().lookup.ids.copy()
+
     def live(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All live embeddings as (int64 ids [b], float32 vectors [b, dim]) batches."""
         for shard, rows in self._live_rows(self._view(), batch_size):
@@ -214,25 +302,56 @@ class EmbeddingStore:
         for shard in shards:
             if shard.seq <= seq or shard.kind == "snap":
                 continue  # a snapshot restates seq-1's state: nothing to replay
-            vectors = None if shard.vectors is None else np.asarray(shard.vectors, np.float32)
-            kind: Literal["add", "del"] = "add" if shard.kind == "add" else "del"
-            yield Op(shard.seq, kind, shard.ids.copy(), vectors)
+            if shard.removed is not None and len(shard.removed):
+                yield Op(shard.seq, "del", shard.removed.copy(), None)
+            if shard.kind == "del":
+                yield Op(shard.seq, "del", shard.ids.copy(), None)
+            elif len(shard.ids):
+                assert shard.vectors is not None
+                yield Op(shard.seq, "add", shard.ids.copy(),
+                         np.asarray(shard.vectors, np.float32))
 
     def refresh(self) -> None:
-        """Re-read the directory (for a reader process; the writer's view is always current)."""
-        shards = _scan(self.path, self.dim)
-        with self._lock:
-            self._shards, self._lookup = shards, None
+        """Catch up with the directory (for a reader process; a writer's view is current).
+
+        Loads only operations newer than the ones already held: re-reading every file
+        on each refresh made each write cost O(files in the log). A newer snapshot (a
+        compaction by another process) means a full re-read from that snapshot."""
+        shards = self._shards
+        try:
+            fresh = _scan_newer(self.path, self.dim, shards)
+        except FileNotFoundError:  # compacted underneath us between listing and loading
+            fresh = None
+        if fresh is None:
+            self._publish(_scan(self.path, self.dim))
+        elif fresh:
+            self._publish(shards + fresh)
+
+    @property
+    def ops_since_snapshot(self) -> int:
+        """Operations (add/del files) after the newest snapshot: what compaction removes."""
+        return sum(1 for s in self._shards if s.kind != "snap")
+
+    @property
+    def stored_rows(self) -> int:
+        """Rows held on disk, live or dead (superseded or deleted, until compaction)."""
+        return sum(len(s.ids) for s in self._shards if s.kind != "del")
 
     # -- writing -----------------------------------------------------------------
 
     def append(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> int:
         """Store vectors (cast to float16) under ids; a re-used id supersedes its old row."""
-        ids_arr = as_ids(ids)
+        return self.replace([], ids, vectors)
+
+    def replace(self, removed: np.ndarray | list[int], ids: np.ndarray | list[int],
+                vectors: np.ndarray) -> int:
+        """Forget `removed`, then store `vectors` under `ids`, as one operation: one file
+        and one fsync (plus the directory's), where a delete and an append took five."""
+        gone, ids_arr = as_ids(removed), as_ids(ids)
         vec = self._as_vectors(vectors, len(ids_arr))
         if len(np.unique(ids_arr)) != len(ids_arr):
             raise InvalidInputError("ids of one append must be unique")
-        if len(ids_arr) == 0:
+        if len(ids_arr) == 0 and len(gone) == 0:
             return self.latest_seq
         with np.errstate(over="ignore"):  # overflow is checked (and refused) right below
             half = vec.astype(np.float16)
@@ -240,11 +359,10 @@ class EmbeddingStore:
             raise InvalidInputError("vectors overflow float16")
         with self._write_lock:
             seq = self.latest_seq + 1
-            vec_path = self.path / f"{seq:08d}.add.vec.npy"
-            _atomic_save_npy(vec_path, half)
-            _atomic_save_npy(self.path / f"{seq:08d}.add.ids.npy", ids_arr)  # the commit
+            _atomic_save_npz(self.path / f"{seq:08d}.put.npz",
+                             ids=ids_arr, vectors=half, removed=gone)
             fsync_dir(self.path)
-            self._publish(self._shards + (_Shard(seq, "add", ids_arr, _map(vec_path)),))
+            self._publish(self._shards + (_Shard(seq, "put", ids_arr, half, gone),))
             return seq
 
     def delete(self, ids: np.ndarray | list[int]) -> int:
@@ -254,7 +372,7 @@ class EmbeddingStore:
             return self.latest_seq
         with self._write_lock:
             seq = self.latest_seq + 1
-            _atomic_save_npy(self.path / f"{seq:08d}.del.npy", ids_arr)
+            _guarded_save_npy(self.path / f"{seq:08d}.del.npy", ids_arr)
             fsync_dir(self.path)
             self._publish(self._shards + (_Shard(seq, "del", ids_arr, None),))
             return seq
@@ -265,8 +383,13 @@ class EmbeddingStore:
             view = self._view()
             seq = self.latest_seq + 1
             vec_path = self.path / f"{seq:08d}.snap.vec.npy"
-            ids = self._write_snapshot_vectors(view, vec_path)
-            _atomic_save_npy(self.path / f"{seq:08d}.snap.ids.npy", ids)  # the commit
+            try:
+                ids = self._write_snapshot_vectors(view, vec_path)
+            except OSError as exc:  # e.g. a full disk: the log stays as it was
+                _remove_temp_files(self.path)
+                vec_path.unlink(missing_ok=True)
+                raise storage_error(vec_path, exc) from exc
+            _guarded_save_npy(self.path / f"{seq:08d}.snap.ids.npy", ids)  # the commit
             fsync_dir(self.path)
             self._publish((_Shard(seq, "snap", ids, _map(vec_path)),))
             _remove_dead_files(self.path, seq)
@@ -281,8 +404,18 @@ class EmbeddingStore:
             return _View(self._shards, self._lookup)
 
     def _publish(self, shards: tuple[_Shard, ...]) -> None:
+        """Swap in a new shard list; a lookup built for a prefix of it is updated in
+        place of a full rebuild (a write would otherwise cost O(live rows · log))."""
         with self._lock:
-            self._shards, self._lookup = shards, None
+            old, lookup = self._shards, self._lookup
+            extends = len(shards) >= len(old) > 0 and all(
+                a is b for a, b in zip(old, shards, strict=False))
+            if lookup is not None and extends:
+                for position in range(len(old), len(shards)):
+                    lookup = _apply_shard(lookup, shards[position], position)
+            else:
+                lookup = None
+            self._shards, self._lookup = shards, lookup
 
     def _as_vectors(self, vectors: np.ndarray, n: int) -> np.ndarray:
         vec = np.asarray(vectors)
@@ -353,9 +486,9 @@ def _scan(root: Path, dim: int) -> tuple[_Shard, ...]:
 def _scan_once(root: Path, dim: int) -> tuple[_Shard, ...]:
     commits: dict[int, str] = {}
     for name in os.listdir(root):
-        match = _COMMIT_RE.match(name)
+        match = COMMIT_RE.match(name)
         if match:
-            commits[int(match[1])] = match[2] or match[3]
+            commits[int(match[1])] = match[2] or match[3] or match[4]
     # files older than the newest snapshot are dead (a compaction may not have removed them)
     base = max((seq for seq, kind in commits.items() if kind == "snap"), default=0)
     return tuple(
@@ -363,7 +496,36 @@ def _scan_once(root: Path, dim: int) -> tuple[_Shard, ...]:
     )
 
 
+def _scan_newer(root: Path, dim: int, held: tuple[_Shard, ...]) -> tuple[_Shard, ...] | None:
+    """Shards committed after `held`, or None when a full re-read is needed (a newer
+    snapshot, or a log that went backwards: the store was deleted and created again)."""
+    latest = held[-1].seq if held else 0
+    commits: dict[int, str] = {}
+    for name in os.listdir(root):
+        match = COMMIT_RE.match(name)
+        if match and int(match[1]) > latest:
+            commits[int(match[1])] = match[2] or match[3] or match[4]
+    if any(kind == "snap" for kind in commits.values()):
+        return None
+    if held and not (root / _commit_name(held[-1])).exists():
+        return None
+    return tuple(_load_shard(root, seq, commits[seq], dim) for seq in sorted(commits))
+
+
+def _commit_name(shard: _Shard) -> str:
+    if shard.kind in ("del", "put"):
+        return f"{shard.seq:08d}.{shard.kind}.{'npy' if shard.kind == 'del' else 'npz'}"
+    return f"{shard.seq:08d}.{shard.kind}.ids.npy"
+
+
 def _load_shard(root: Path, seq: int, kind: str, dim: int) -> _Shard:
+    if kind == "put":
+        with np.load(root / f"{seq:08d}.put.npz") as npz:
+            ids, vectors, removed = npz["ids"], npz["vectors"], npz["removed"]
+        if vectors.shape != (len(ids), dim) or vectors.dtype != np.float16:
+            raise CorruptIndexError(f"operation {seq} of {root}: vectors {vectors.dtype} "
+                                    f"{vectors.shape} do not match {len(ids)} ids of dim {dim}")
+        return _Shard(seq, kind, ids, vectors, removed)
     if kind == "del":
         return _Shard(seq, kind, np.load(root / f"{seq:08d}.del.npy"), None)
     ids = np.load(root / f"{seq:08d}.{kind}.ids.npy")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from search.errors import CorruptIndexError, ManifestMismatchError, NoIndexError
 from search.vectors.index import VectorIndex
-from search.vectors.store import atomic_write_bytes, fsync_dir
+from search.vectors.store import atomic_write_bytes, fsync_dir, storage_error
 
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
@@ -56,6 +56,16 @@ def write_version(
     root.mkdir(parents=True, exist_ok=True)
     version = _new_version_name(root)
     tmp = root / f"{_TEMP_PREFIX}{version}-{uuid.uuid4().hex}"
+    try:
+        return _write_version(root, tmp, version, index, model=model, pretrained=pretrained,
+                              store_seq=store_seq)
+    except OSError as exc:  # full or read-only disk: CURRENT still names the old version
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise storage_error(root / version, exc) from exc
+
+
+def _write_version(root: Path, tmp: Path, version: str, index: VectorIndex, *, model: str,
+                   pretrained: str | None, store_seq: int) -> IndexManifest:
     tmp.mkdir()
     index.write(tmp / INDEX_FILE)
     _fsync_file(tmp / INDEX_FILE)
