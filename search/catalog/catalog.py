@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, Select, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from search.catalog.filter_sql import filter_clause
 from search.catalog.history import CatalogHistory
@@ -280,6 +280,21 @@ class Catalog:
             for chunk in _chunks([int(i) for i in item_ids]):
                 rows = s.execute(select(VectorRow.item_id, VectorRow.id, VectorRow.modality,
                                         VectorRow.source).where(VectorRow.item_id.in_(chunk)))
+                for item_id, vid, modality, source in rows:
+                    out.setdefault(item_id, []).append((vid, modality, source))
+        return out
+
+    def sibling_vectors(self, vector_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str]]]:
+        """Every vector of the items owning these vectors, ids only (no item metadata):
+        item_id -> [(vector_id, modality, source)]. Ids deleted meanwhile are absent."""
+        inner = aliased(VectorRow)  # not correlated with the outer VectorRow
+        out: dict[int, list[tuple[int, str, str]]] = {}
+        with self.session() as s:
+            for chunk in _chunks([int(i) for i in vector_ids]):
+                rows = s.execute(select(VectorRow.item_id, VectorRow.id, VectorRow.modality,
+                                        VectorRow.source)
+                                 .where(VectorRow.item_id.in_(select(inner.item_id)
+                                                              .where(inner.id.in_(chunk)))))
                 for item_id, vid, modality, source in rows:
                     out.setdefault(item_id, []).append((vid, modality, source))
         return out
