@@ -58,9 +58,10 @@ class Services:
             faiss.omp_set_num_threads(config.compute_threads)
         workspace = Workspace.open(settings)
         workspace.encoder()  # the default model: loaded now, not on the first query
-        metrics.watch(workspace)
+        searcher = Searcher(workspace)
+        metrics.watch(workspace, searcher.query_cache)
         refresher = CollectionRefresher(workspace, on_change=metrics.on_reload)
-        return cls(settings, config, workspace, Searcher(workspace), refresher, metrics,
+        return cls(settings, config, workspace, searcher, refresher, metrics,
                    ImageFetcher(config))
 
     def __post_init__(self) -> None:

@@ -42,6 +42,7 @@ from search.live import Change, CollectionRefresher
 from search.media import DecodeLimits, MiB, decode_image
 from search.models.encoder import Encoder, load_encoder, resolve_device
 from search.models.generator import ImageGenerator, load_generator
+from search.models.query_cache import QueryEmbeddingCache
 from search.query import MAX_K, Fusion, Hit, QueryPart, SearchQuery, SearchResult, Target
 from search.settings import Settings
 from search.workspace import Workspace
@@ -50,9 +51,9 @@ __all__ = [
     "MAX_K", "AddReport", "Change", "Collection", "CollectionRefresher", "CorruptImageError",
     "DecodeLimits", "Encoder", "Fusion", "Hit", "ImageGenerator", "ImageTooLargeError",
     "InvalidInputError", "InvalidQueryError", "ItemFailure", "ItemRecord", "MiB", "Modality",
-    "NewItem", "PrepareContext", "PreparedItem", "QueryPart", "SearchQuery", "SearchResult",
-    "Searcher", "Settings", "Target", "UnknownCollectionError", "UnknownItemError", "Workspace",
-    "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing",
-    "item_seed", "items_by_id", "load_encoder", "load_generator", "parse_filters",
-    "prepare_or_fail", "resolve_device",
+    "NewItem", "PrepareContext", "PreparedItem", "QueryEmbeddingCache", "QueryPart", "SearchQuery",
+    "SearchResult", "Searcher", "Settings", "Target", "UnknownCollectionError", "UnknownItemError",
+    "Workspace", "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors",
+    "generate_missing", "item_seed", "items_by_id", "load_encoder", "load_generator",
+    "parse_filters", "prepare_or_fail", "resolve_device",
 ]

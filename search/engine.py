@@ -14,6 +14,7 @@ from search.collection.collection import Collection
 from search.errors import InvalidQueryError, UnknownItemError
 from search.media import decode_image
 from search.models.encoder import normalize
+from search.models.query_cache import QueryEmbeddingCache
 from search.query import Hit, QueryPart, SearchQuery, SearchResult
 from search.workspace import Workspace
 
@@ -21,8 +22,11 @@ from search.workspace import Workspace
 class Searcher:
     """Answers `SearchQuery`s over a workspace. Stateless between calls; thread-safe."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, query_cache: QueryEmbeddingCache | None = None
+                 ) -> None:
         self.workspace = workspace
+        # Text-query embeddings, shared by every collection with the same encoder.
+        self.query_cache = query_cache if query_cache is not None else QueryEmbeddingCache()
 
     def search(self, query: SearchQuery) -> SearchResult:
         timings: dict[str, float] = {}
@@ -63,7 +67,7 @@ class Searcher:
     def _part_vector(self, collection: Collection, part: QueryPart) -> np.ndarray:
         encoder = collection.encoder
         if part.text is not None:
-            return encoder.encode_texts([part.text])[0]
+            return self.query_cache.text_vector(encoder, part.text)
         if part.image is not None:
             image = part.image
             if not hasattr(image, "convert"):

@@ -214,11 +214,17 @@ class Encoder:
         self.dim: int = int(config["embed_dim"])
         self.image_size: int = _image_size(config)
         self.context_length: int = int(config["text_cfg"].get("context_length", 77))
+        self.variant: str = "fp32"
 
     @property
     def identity(self) -> str:
         """What an index manifest records: architecture + exact weights."""
         return f"{self.name}|{self.weights.identity}"
+
+    @property
+    def cache_identity(self) -> str:
+        """`identity` plus how the towers run (a quantised tower gives other vectors)."""
+        return f"{self.identity}|{self.variant}"
 
     def _autocast(self):
         # bf16 autocast pays off on GPU; on these CPUs it is slower for ViT-B-32.
