@@ -72,7 +72,7 @@ class Searcher:
             image = part.image
             if not hasattr(image, "convert"):
                 image = decode_image(image, min_side=encoder.image_size)
-            return encoder.encode_images([image])[0]
+            return encoder.encode_query_image(image)
         if part.vector is not None:
             return self._raw_vector(part.vector, collection.info.dim)
         return self._item_vector(collection, part.item_id or "")

@@ -59,7 +59,7 @@ class QueryEmbeddingCache:
                 self._hits += 1
                 return vector
             self._misses += 1
-        vector = encoder.encode_texts([text])[0]  # outside the lock: misses run in parallel
+        vector = encoder.encode_query_text(text)  # outside the lock: misses run in parallel
         vector.flags.writeable = False
         if self.capacity:
             with self._lock:
