@@ -171,22 +171,18 @@ def search_space(collection: Collection, space: VectorSpace, modality: Modality,
     filters, sources = list(query.filters), _sources(query, modality.value)
     if not filters and sources is None:
         return _ann(space, vector, want, search_params(query))
-    catalog, cid = collection.catalog, collection.info.id
-    modalities = [modality.value]
-    matching = catalog.count_vectors(cid, modalities=modalities, filters=filters,
-                                     sources=sources)
-    if matching == 0:
+    allowed = collection.catalog.allowed_vector_ids(
+        collection.info.id, modalities=[modality.value], filters=filters, sources=sources)
+    if len(allowed) == 0:
         return SpaceHits({}, -math.inf)
-    if matching <= max(SELECTOR_MIN_IDS, SELECTOR_MAX_SHARE * space.count):
-        allowed = catalog.vector_ids(cid, modalities=modalities, filters=filters,
-                                     sources=sources)
+    if len(allowed) <= max(SELECTOR_MIN_IDS, SELECTOR_MAX_SHARE * space.count):
         return _ann(space, vector, want, search_params(query, allowed))
-    # Broad filter: over-fetch in proportion to how much it rejects, then check in SQL.
-    factor = min(MAX_OVERFETCH, math.ceil(2 * space.count / matching))
+    # Broad filter: over-fetch in proportion to how much it rejects, then keep the allowed.
+    factor = min(MAX_OVERFETCH, math.ceil(2 * space.count / len(allowed)))
     found = _ann(space, vector, want * factor, search_params(query))
-    keep = set(catalog.vector_ids(cid, filters=filters, sources=sources,
-                                  within=np.fromiter(found.scores, dtype=np.int64)).tolist())
-    return SpaceHits({v: s for v, s in found.scores.items() if v in keep}, found.floor)
+    ids = np.fromiter(found.scores, dtype=np.int64, count=len(found.scores))
+    keep = ids[np.isin(ids, allowed, assume_unique=True)].tolist()
+    return SpaceHits({v: found.scores[v] for v in keep}, found.floor)
 
 
 def _ann(space: VectorSpace, vector: np.ndarray, want: int, params: SearchParams) -> SpaceHits:

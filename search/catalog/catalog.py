@@ -17,6 +17,13 @@ from sqlalchemy import Engine, Select, create_engine, delete, event, func, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from search.catalog.attributes import (
+    IdSetCache,
+    bump_write_version,
+    id_set_key,
+    reindex_attributes,
+    write_version,
+)
 from search.catalog.filter_sql import filter_clause
 from search.catalog.history import CatalogHistory
 from search.catalog.models import (
@@ -24,6 +31,7 @@ from search.catalog.models import (
     FailureRow,
     GenerationRow,
     IndexVersionRow,
+    ItemAttributeRow,
     ItemRow,
     JobRow,
     VectorRow,
@@ -128,6 +136,7 @@ class Catalog:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.history = CatalogHistory(self.session)
+        self.id_sets = IdSetCache()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -174,7 +183,7 @@ class Catalog:
     def drop_collection(self, collection_id: int) -> None:
         with self.session() as s:
             for table in (FailureRow, JobRow, IndexVersionRow, GenerationRow, VectorRow,
-                          ItemRow):
+                          ItemAttributeRow, ItemRow):
                 s.execute(delete(table).where(table.collection_id == collection_id))
             s.execute(delete(CollectionRow).where(CollectionRow.id == collection_id))
 
@@ -203,7 +212,7 @@ class Catalog:
                 rows = s.scalars(select(ItemRow).where(ItemRow.collection_id == collection_id,
                                                        ItemRow.external_id.in_(chunk)))
                 existing.update({r.external_id: r for r in rows})
-            new_rows = []
+            new_rows, reindex = [], []
             for ext_id, item in by_id.items():
                 row = existing.get(ext_id)
                 if row is None:
@@ -216,11 +225,16 @@ class Catalog:
                     state = ItemState.CHANGED
                 else:
                     state = ItemState.UNCHANGED
+                if state is ItemState.NEW or row.attributes != dict(item.attributes):
+                    reindex.append(row)
                 row.text, row.image_ref = item.text, item.image_ref
                 row.attributes, row.content_hash = dict(item.attributes), item.content_hash
                 changes.append((row, state))
             s.add_all(new_rows)
             s.flush()
+            if reindex:  # the attribute index follows items.attributes in one transaction
+                reindex_attributes(s, collection_id, [(r.id, r.attributes) for r in reindex])
+                bump_write_version(s, collection_id)
             return [ItemChange(r.id, r.external_id, st) for r, st in changes]
 
     def mark_active(self, item_ids: Sequence[int]) -> None:
@@ -268,9 +282,11 @@ class Catalog:
                                                .where(VectorRow.item_id.in_(item_ids))):
                     removed.setdefault(modality, []).append(vid)
                 s.execute(delete(GenerationRow).where(GenerationRow.item_id.in_(item_ids)))
+                s.execute(delete(ItemAttributeRow).where(ItemAttributeRow.item_id.in_(item_ids)))
                 s.execute(delete(VectorRow).where(VectorRow.item_id.in_(item_ids)))
                 s.execute(delete(ItemRow).where(ItemRow.collection_id == collection_id,
                                                 ItemRow.external_id.in_(chunk)))
+            bump_write_version(s, collection_id)
         return removed
 
     def item_vectors(self, item_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str]]]:
@@ -384,6 +400,7 @@ class Catalog:
                     for i, m, src in entries]
             s.add_all(rows)
             s.flush()
+            bump_write_version(s, collection_id)  # new ids: cached allowed sets are stale
             return [r.id for r in rows], old
 
     def remove_vectors(self, item_ids: Sequence[int], modality: str, source: str) -> list[int]:
@@ -429,10 +446,25 @@ class Catalog:
             query = query.where(VectorRow.modality.in_(list(modalities)))
         if sources:
             query = query.where(VectorRow.source.in_(list(sources)))
-        clause = filter_clause(filters or [], self.engine.dialect.name)
-        if clause is not None:
-            query = query.join(ItemRow, ItemRow.id == VectorRow.item_id).where(clause)
-        return query
+        clause = filter_clause(filters or [], collection_id, VectorRow.item_id)
+        return query if clause is None else query.where(clause)
+
+    def allowed_vector_ids(self, collection_id: int, *, modalities: Sequence[str] | None,
+                           filters: Sequence[Filter], sources: Sequence[str] | None
+                           ) -> np.ndarray:
+        """`vector_ids(...)` through a cache valid until the collection's next write:
+        a repeated filter costs one tiny stamp query, not a scan (int64, sorted)."""
+        key = id_set_key(collection_id, modalities, sources, filters)
+        with self.session() as s:
+            version = write_version(s, collection_id)
+            cached = self.id_sets.get(key, version)
+            if cached is not None:
+                return cached
+            query = self._vectors_where(select(VectorRow.id), collection_id, modalities,
+                                        list(filters), sources)
+            ids = np.fromiter(s.scalars(query.order_by(VectorRow.id)), dtype=np.int64)
+        self.id_sets.put(key, version, ids)
+        return ids
 
     def vector_infos(self, vector_ids: Sequence[int]) -> dict[int, VectorInfo]:
         """Join vectors to their items in one query per chunk."""
