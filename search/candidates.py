@@ -92,7 +92,7 @@ def rank_items(collection: Collection, query: SearchQuery, vector: np.ndarray,
 
 
 def _modalities(query: SearchQuery) -> list[Modality]:
-    return list(Modality) if query.target is Target.ANY else [Modality(query.target)]
+    return list(Modality) if query.target == Target.ANY else [Modality(query.target)]
 
 
 def _complete(items: list[RankedItem], want: int, floor: float) -> bool:

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, Select, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from search.catalog.attributes import (
     IdSetCache,
@@ -302,15 +302,18 @@ class Catalog:
 
     def sibling_vectors(self, vector_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str]]]:
         """Every vector of the items owning these vectors, ids only (no item metadata):
-        item_id -> [(vector_id, modality, source)]. Ids deleted meanwhile are absent."""
-        inner = aliased(VectorRow)  # not correlated with the outer VectorRow
+        item_id -> [(vector_id, modality, source)]. Ids deleted meanwhile are absent.
+
+        On the query path of every fused search: plain SQL with the ids inlined (they are
+        ints), a third of the cost of a compiled statement with hundreds of parameters."""
         out: dict[int, list[tuple[int, str, str]]] = {}
         with self.session() as s:
+            connection = s.connection()
             for chunk in _chunks([int(i) for i in vector_ids]):
-                rows = s.execute(select(VectorRow.item_id, VectorRow.id, VectorRow.modality,
-                                        VectorRow.source)
-                                 .where(VectorRow.item_id.in_(select(inner.item_id)
-                                                              .where(inner.id.in_(chunk)))))
+                rows = connection.exec_driver_sql(
+                    "SELECT v2.item_id, v2.id, v2.modality, v2.source FROM vectors v1 "
+                    "JOIN vectors v2 ON v2.item_id = v1.item_id "
+                    f"WHERE v1.id IN ({','.join(map(str, chunk))})")
                 for item_id, vid, modality, source in rows:
                     out.setdefault(item_id, []).append((vid, modality, source))
         return out
