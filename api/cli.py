@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
     uvicorn.run("api.app:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, proxy_headers=False,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10,
+                # A worker answers the supervisor's ping from a Python thread; while it
+                # imports torch on a busy machine that can take far over uvicorn's 5 s
+                # default, and the worker would be killed and respawned in a loop.
+                timeout_worker_healthcheck=60)
     return 0
 
 

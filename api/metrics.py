@@ -6,11 +6,11 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from search import Change, Workspace
+from search import Change, QueryEmbeddingCache, Workspace
 
 # Seconds; dense around the 20/60 ms latency goals.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1,
@@ -33,6 +33,26 @@ class IndexSizes(Collector):
         yield family
 
 
+class QueryCacheStats(Collector):
+    """Hits and misses of the query-embedding cache, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.cache: QueryEmbeddingCache | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        if self.cache is None:
+            return
+        stats = self.cache.stats()
+        yield CounterMetricFamily("xmodal_query_cache_hits", "Text queries whose embedding "
+                                  "came from the cache", value=stats.hits)
+        yield CounterMetricFamily("xmodal_query_cache_misses", "Text queries encoded by the "
+                                  "model", value=stats.misses)
+        yield GaugeMetricFamily("xmodal_query_cache_hit_ratio", "Hits / lookups since start",
+                                value=stats.hit_rate)
+        yield GaugeMetricFamily("xmodal_query_cache_entries", "Embeddings held",
+                                value=stats.entries)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -50,10 +70,14 @@ class Metrics:
             ["collection", "change"], registry=self.registry)
         self.index_sizes = IndexSizes()
         self.registry.register(self.index_sizes)
+        self.query_cache = QueryCacheStats()
+        self.registry.register(self.query_cache)
 
-    def watch(self, workspace: Workspace) -> None:
-        """Report the sizes of this workspace's loaded indexes (set at each startup)."""
+    def watch(self, workspace: Workspace, query_cache: QueryEmbeddingCache | None = None
+              ) -> None:
+        """Report this workspace's index sizes and query cache (set at each startup)."""
         self.index_sizes.workspace = workspace
+        self.query_cache.cache = query_cache
 
     def observe_search(self, timings_ms: dict[str, float]) -> None:
         for key, ms in timings_ms.items():

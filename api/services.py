@@ -58,11 +58,12 @@ class Services:
             faiss.omp_set_num_threads(config.compute_threads)
         workspace = Workspace.open(settings)
         workspace.encoder()  # the default model: loaded now, not on the first query
-        metrics.watch(workspace)
+        searcher = Searcher(workspace)
+        metrics.watch(workspace, searcher.query_cache)
         refresher = CollectionRefresher(  # a read-only replica never rewrites storage
             workspace, on_change=metrics.on_reload,
             maintain_every_s=None if config.read_only else settings.maintenance_interval_s)
-        return cls(settings, config, workspace, Searcher(workspace), refresher, metrics,
+        return cls(settings, config, workspace, searcher, refresher, metrics,
                    ImageFetcher(config))
 
     def __post_init__(self) -> None:

@@ -64,6 +64,7 @@ from search.models.encoder import Encoder, load_encoder, resolve_device
 from search.models.generator import MAX_PROMPT_CHARS, ImageGenerator, load_generator
 from search.models.generator import MAX_SIZE as MAX_GENERATED_SIDE
 from search.models.generator import MIN_SIZE as MIN_GENERATED_SIDE
+from search.models.query_cache import QueryEmbeddingCache
 from search.query import (
     MAX_DEPTH,
     MAX_K,
@@ -97,10 +98,10 @@ __all__ = [
     "ImageTooLargeError", "IndexStats", "IndexVersionRecord", "InvalidInputError",
     "InvalidQueryError", "ItemDetail", "ItemFailure", "ItemRecord", "JobRecord",
     "MaintenanceReport", "MiB", "Modality", "NewItem", "PrepareContext", "PreparedItem",
-    "QueryPart", "Ranked", "SearchMode", "SearchQuery", "SearchResult", "Searcher", "Settings",
-    "StoragePolicy", "StoredItem", "Target", "UnknownCollectionError", "UnknownItemError",
-    "VectorRef", "Workspace", "XmodalError", "content_hash", "decode_image", "embed_prepared",
-    "errors", "generate_missing", "index_stats", "item_seed", "items_by_id", "load_encoder",
-    "load_generator", "maintain", "parse_facets", "parse_filters", "prepare_or_fail",
-    "read_regular_file", "resolve_device",
+    "QueryEmbeddingCache", "QueryPart", "Ranked", "SearchMode", "SearchQuery", "SearchResult",
+    "Searcher", "Settings", "StoragePolicy", "StoredItem", "Target", "UnknownCollectionError",
+    "UnknownItemError", "VectorRef", "Workspace", "XmodalError", "content_hash", "decode_image",
+    "embed_prepared", "errors", "generate_missing", "index_stats", "item_seed", "items_by_id",
+    "load_encoder", "load_generator", "maintain", "parse_facets", "parse_filters",
+    "prepare_or_fail", "read_regular_file", "resolve_device",
 ]

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from search.models.query_runtime import QueryRuntime
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="XMODAL_", env_file=".env", extra="ignore")
@@ -20,6 +22,15 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N.")
     offline: bool = Field(default=False, description="Never contact a model hub.")
     api_key: SecretStr | None = Field(default=None, description="Key for write endpoints.")
+    query_threads: int | None = Field(
+        default=None, ge=1, description="Intra-op threads per query encode; unset: by load.")
+    query_text_int8: bool = Field(
+        default=True, description="Encode text queries with the int8 text tower (CPU).")
+    query_image_int8: bool = Field(
+        default=False, description="Encode image queries with an int8 image tower (CPU).")
+
+    def query_runtime(self) -> QueryRuntime:
+        return QueryRuntime(self.query_threads, self.query_text_int8, self.query_image_int8)
 
     # storage lifecycle (search/lifecycle.py)
     compact_max_ops: int = Field(default=256, ge=1, description=(

@@ -47,7 +47,8 @@ class Workspace:
         with self._lock:
             if key not in self._encoders:
                 self._encoders[key] = load_encoder(key[0], key[1], device=self.settings.device,
-                                                   offline=self.settings.offline)
+                                                   offline=self.settings.offline,
+                                                   runtime=self.settings.query_runtime())
             return self._encoders[key]
 
     def create_collection(self, name: str, *, model: str | None = None,

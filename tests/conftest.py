@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,10 @@ import open_clip
 import pytest
 
 from search.settings import Settings
+
+# Engine tests compare results with float32 encodes (exact ground truth), so queries use
+# the float32 text tower here; the int8 one is held to float32 in test_query_runtime.py.
+os.environ.setdefault("XMODAL_QUERY_TEXT_INT8", "false")
 
 TINY_MODEL = "xmodal-tiny-test"
 TINY_CONFIG = {

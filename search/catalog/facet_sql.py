@@ -24,9 +24,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from search.catalog.filter_sql import _as_number
 from search.catalog.models import ItemRow
 from search.facets import FacetBucket, FacetCounts, FacetRequest
+
+
+def _json_type(field: str, dialect: str) -> ColumnElement:
+    if dialect == "postgresql":
+        return func.json_typeof(ItemRow.attributes[field])
+    return func.json_type(ItemRow.attributes, f'$."{field}"')
+
+
+def _as_number(field: str, dialect: str) -> ColumnElement:
+    """The attribute as a float where it is a JSON number, else NULL (never a failed CAST)."""
+    kind = _json_type(field, dialect)
+    is_number = kind.in_(["number"]) if dialect == "postgresql" else kind.in_(["integer", "real"])
+    return case((is_number, ItemRow.attributes[field].as_float()), else_=None)
 
 
 def _values_sqlite(field: str, ids: Select) -> Select:

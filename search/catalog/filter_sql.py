@@ -1,45 +1,17 @@
-"""Translate `search.filters.Filter` into SQL over the JSON `items.attributes` column.
+"""Translate `search.filters.Filter` into SQL over the typed attribute index.
 
-Comparisons are type-guarded so a non-numeric value never makes PostgreSQL's CAST fail:
-a range filter simply does not match an item whose attribute is a string.
+Each filter is one indexed scan of `item_attributes` (collection, key, typed value) giving
+the matching item ids; filters combine with AND. Types never mix: a range filter only
+matches numbers, `"1"` never equals `1`, `true` never equals `1` — as on the JSON
+column before, where comparisons were type-guarded the same way.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, and_, case, func, or_
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 
-from search.catalog.models import ItemRow
+from search.catalog.models import ItemAttributeRow
 from search.filters import Filter, FilterOp
-
-
-def _json_type(field: str, dialect: str) -> ColumnElement:
-    if dialect == "postgresql":
-        return func.json_typeof(ItemRow.attributes[field])
-    return func.json_type(ItemRow.attributes, f'$."{field}"')
-
-
-def _is_number(field: str, dialect: str) -> ColumnElement:
-    kind = _json_type(field, dialect)
-    return kind.in_(["number"]) if dialect == "postgresql" else kind.in_(["integer", "real"])
-
-
-def _as_number(field: str, dialect: str) -> ColumnElement:
-    return case((_is_number(field, dialect), ItemRow.attributes[field].as_float()), else_=None)
-
-
-def _equals(field: str, value, dialect: str) -> ColumnElement:
-    if isinstance(value, bool):
-        kind = _json_type(field, dialect)
-        wanted = ["boolean"] if dialect == "postgresql" else ["true" if value else "false"]
-        if dialect == "postgresql":
-            return and_(kind.in_(wanted), ItemRow.attributes[field].as_string() ==
-                        ("true" if value else "false"))
-        return kind.in_(wanted)
-    if isinstance(value, int | float):
-        return _as_number(field, dialect) == float(value)
-    return and_(_json_type(field, dialect).in_(["string", "text"]),
-                ItemRow.attributes[field].as_string() == value)
-
 
 _RANGE = {
     FilterOp.GTE: lambda col, v: col >= v,
@@ -49,13 +21,40 @@ _RANGE = {
 }
 
 
-def filter_clause(filters: list[Filter], dialect: str) -> ColumnElement | None:
-    clauses = []
-    for f in filters:
-        if f.op is FilterOp.EQ:
-            clauses.append(_equals(f.field, f.value, dialect))
-        elif f.op is FilterOp.IN:
-            clauses.append(or_(*(_equals(f.field, v, dialect) for v in f.value)))
-        else:
-            clauses.append(_RANGE[f.op](_as_number(f.field, dialect), float(f.value)))
+def _equals(value) -> ColumnElement:
+    if isinstance(value, bool):
+        return ItemAttributeRow.bool_value == value
+    if isinstance(value, int | float):
+        return ItemAttributeRow.num_value == float(value)
+    return ItemAttributeRow.text_value == value
+
+
+def _condition(f: Filter) -> ColumnElement:
+    if f.op is FilterOp.EQ:
+        return _equals(f.value)
+    if f.op is FilterOp.IN:
+        # one indexed IN per type present (bools, numbers, strings)
+        by_type: dict[str, list] = {}
+        for value in f.value:
+            kind = "bool" if isinstance(value, bool) else (
+                "num" if isinstance(value, int | float) else "text")
+            by_type.setdefault(kind, []).append(value)
+        columns = {"bool": ItemAttributeRow.bool_value, "num": ItemAttributeRow.num_value,
+                   "text": ItemAttributeRow.text_value}
+        return or_(*(columns[kind].in_([float(v) if kind == "num" else v for v in values])
+                     for kind, values in by_type.items()))
+    return _RANGE[f.op](ItemAttributeRow.num_value, float(f.value))
+
+
+def matching_items(collection_id: int, f: Filter) -> Select:
+    """SELECT item_id of the collection's items whose attribute passes one filter."""
+    return select(ItemAttributeRow.item_id).where(
+        ItemAttributeRow.collection_id == collection_id, ItemAttributeRow.key == f.field,
+        _condition(f))
+
+
+def filter_clause(filters: list[Filter], collection_id: int, item_id: ColumnElement
+                  ) -> ColumnElement | None:
+    """`item_id` passes every filter (None: no filters)."""
+    clauses = [item_id.in_(matching_items(collection_id, f)) for f in filters]
     return and_(*clauses) if clauses else None

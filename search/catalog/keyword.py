@@ -107,9 +107,9 @@ class KeywordIndex:
             match = text(f"{lexical.FTS_TABLE} MATCH :q").bindparams(
                 q=_fts5_match(query, every_word))
             stmt = select(ids).where(match, _fts.c.collection_id == collection_id)
-        clause = filter_clause(filters, self.dialect)
+        clause = filter_clause(filters, collection_id, ids)
         if clause is not None:
-            stmt = stmt.join(ItemRow, ItemRow.id == ids).where(clause)
+            stmt = stmt.where(clause)
         return stmt, ids, score
 
     def search(self, collection_id: int, query: lexical.KeywordQuery, limit: int,
@@ -172,9 +172,9 @@ class KeywordIndex:
             LexicalIdentifierRow.value == value)
         found = union(by_id, by_attribute).subquery()
         stmt = select(found.c.id).order_by(found.c.id)
-        clause = filter_clause(filters, self.dialect)
+        clause = filter_clause(filters, collection_id, found.c.id)
         if clause is not None:
-            stmt = stmt.join(ItemRow, ItemRow.id == found.c.id).where(clause)
+            stmt = stmt.where(clause)
         with self._session() as s:
             return [int(i) for i in s.scalars(stmt)]
 

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -57,6 +58,9 @@ class CollectionRow(Base):
     # What the lexical index covers (search.catalog.lexical.LexicalSettings); null: defaults.
     lexical: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Bumped by every write that can change which vectors a filter allows: cached
+    # allowed-id sets (search.catalog.attributes) are valid while it stays put.
+    write_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ItemRow(Base):
@@ -74,6 +78,26 @@ class ItemRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class ItemAttributeRow(Base):
+    """One scalar attribute of an item, typed, so filters use indexes instead of parsing
+    JSON per row. `items.attributes` stays the source of truth; this is kept in step."""
+
+    __tablename__ = "item_attributes"
+    __table_args__ = (
+        Index("ix_item_attributes_text", "collection_id", "key", "text_value", "item_id"),
+        Index("ix_item_attributes_num", "collection_id", "key", "num_value", "item_id"),
+        Index("ix_item_attributes_bool", "collection_id", "key", "bool_value", "item_id"),
+        Index("ix_item_attributes_item", "item_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    text_value: Mapped[str | None] = mapped_column(String(1024))
+    num_value: Mapped[float | None] = mapped_column(Float)
+    bool_value: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class VectorRow(Base):

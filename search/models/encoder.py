@@ -20,6 +20,12 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from search.errors import UnknownModelError, WeightsUnavailableError
+from search.models.query_runtime import (
+    QueryRuntime,
+    ThreadChooser,
+    quantised_copy,
+    quantised_visual,
+)
 
 HOUSE_MODEL = "house"
 RANDOM_INIT = "random"  # pretrained=RANDOM_INIT: the seeded random init, even for house
@@ -172,13 +178,14 @@ def load_encoder(
     device: str = "auto",
     batch_size: int | None = None,
     offline: bool = False,
+    runtime: QueryRuntime | None = None,
 ) -> Encoder:
     """The only way to get an encoder.
 
     `model` is an open_clip architecture name (``ViT-B-32``), one of our configs
     (``house``), or a directory written by `Encoder.save`. `pretrained` is a hub tag,
     a local checkpoint file or directory, or None (shipped house weights, else a
-    seeded random init).
+    seeded random init). `runtime` says how query encodes run (threads, int8 towers).
     """
     register_house_configs()
     config = _model_config(model)
@@ -193,8 +200,10 @@ def load_encoder(
         weights = resolve_weights(model, pretrained, offline)
     torch_device = resolve_device(device)
     clip_model, preprocess, tokenizer = _build_model(model, weights, torch_device)
-    return Encoder(model, pretrained, weights, config, clip_model, preprocess, tokenizer,
-                   torch_device, batch_size)
+    encoder = Encoder(model, pretrained, weights, config, clip_model, preprocess, tokenizer,
+                      torch_device, batch_size)
+    encoder.configure_queries(runtime or QueryRuntime())
+    return encoder
 
 
 class Encoder:
@@ -214,16 +223,56 @@ class Encoder:
         self.dim: int = int(config["embed_dim"])
         self.image_size: int = _image_size(config)
         self.context_length: int = int(config["text_cfg"].get("context_length", 77))
+        self.runtime = QueryRuntime()
+        self.variant: str = self.runtime.variant
+        self._threads = ThreadChooser()
+        self._query_text_tower: torch.nn.Module | None = None  # int8 copy, queries only
+        self._query_visual: torch.nn.Module | None = None
 
     @property
     def identity(self) -> str:
         """What an index manifest records: architecture + exact weights."""
         return f"{self.name}|{self.weights.identity}"
 
+    @property
+    def cache_identity(self) -> str:
+        """`identity` plus how the towers run (a quantised tower gives other vectors)."""
+        return f"{self.identity}|{self.variant}"
+
     def _autocast(self):
         # bf16 autocast pays off on GPU; on these CPUs it is slower for ViT-B-32.
         enabled = self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def configure_queries(self, runtime: QueryRuntime) -> None:
+        """Threads and int8 towers for `encode_query_*` (quantised on CPU only)."""
+        on_cpu = self.device.type == "cpu"
+        text_int8 = runtime.text_int8 and on_cpu and _supports_prefix(self.model)
+        self._query_text_tower = quantised_copy(self.model.transformer) if text_int8 else None
+        image_int8 = runtime.image_int8 and on_cpu
+        self._query_visual = quantised_visual(self.model.visual) if image_int8 else None
+        runtime = QueryRuntime(runtime.threads, text_int8, self._query_visual is not None)
+        self.runtime, self.variant = runtime, runtime.variant
+        self._threads = ThreadChooser(runtime.threads)
+
+    def encode_query_text(self, text: str) -> np.ndarray:
+        """One query's [dim] vector: threads by load, the int8 text tower when configured."""
+        tokens = self.tokenizer([text])  # [1, context_length]
+        with self._threads.threads(), torch.inference_mode(), self._autocast():
+            tokens = tokens.to(self.device)
+            if self._query_text_tower is not None:
+                features = _encode_text_prefix(self.model, tokens, self._query_text_tower)
+            else:
+                features = self._encode_tokens(tokens)
+            return self._normalise(features)[0]
+
+    def encode_query_image(self, image: Image.Image) -> np.ndarray:
+        """One query image's [dim] vector: threads by load, the int8 tower when configured."""
+        with self._threads.threads(), torch.inference_mode(), self._autocast():
+            pixels = self.preprocess_images([image]).to(self.device)  # [1, 3, H, W]
+            if self._query_visual is not None:
+                return self._normalise(self._query_visual(pixels))[0]
+            return self._normalise(self.model.encode_image(pixels))[0]
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return torch.stack([self.preprocess(image) for image in images])  # [n, 3, H, W]
@@ -305,18 +354,21 @@ def _supports_prefix(model) -> bool:
     )
 
 
-def _encode_text_prefix(model, tokens: torch.Tensor) -> torch.Tensor:
+def _encode_text_prefix(model, tokens: torch.Tensor,
+                        tower: torch.nn.Module | None = None) -> torch.Tensor:
     """CLIP.encode_text run only up to the batch's last end-of-text token.
 
     The text tower is causal and pools at the EOT position, so the padded tail never
     influences the output: same embeddings as the full context, far less compute.
+    `tower` replaces the model's transformer (its int8 copy, for queries).
     """
     length = int(_token_lengths(tokens).max())
     tokens = tokens[:, :length]  # [batch, length]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype)  # [batch, length, width]
     x = x + model.positional_embedding[:length].to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    tower = tower if tower is not None else model.transformer
+    x = tower(x, attn_mask=model.attn_mask[:length, :length])
     x = model.ln_final(x)
     x = text_global_pool(x, tokens, model.text_pool_type)  # [batch, width]
     if isinstance(model.text_projection, torch.nn.Linear):

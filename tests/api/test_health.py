@@ -53,6 +53,23 @@ def test_metrics_cover_routes_stages_sizes_and_errors(client):
     assert 'xmodal_http_errors_total{route="unmatched",status="404"}' in text
 
 
+def test_metrics_report_the_query_cache_hit_rate(client):
+    before = _cache_counts(client.get("/metrics").text)
+    for text in ("cache probe one", "cache probe one", "Cache  probe one", "cache probe two"):
+        assert client.post("/v1/search", json={"collection": "shop", "text": text}
+                           ).status_code == 200
+    text = client.get("/metrics").text
+    hits, misses = _cache_counts(text)
+    assert (hits - before[0], misses - before[1]) == (2, 2)
+    assert "xmodal_query_cache_hit_ratio " in text and "xmodal_query_cache_entries " in text
+
+
+def _cache_counts(text: str) -> tuple[float, float]:
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("xmodal_query_cache_")}
+    return values["xmodal_query_cache_hits_total"], values["xmodal_query_cache_misses_total"]
+
+
 def test_page_and_openapi(client):
     page = client.get("/")
     assert page.status_code == 200 and "<title>xmodal search</title>" in page.text

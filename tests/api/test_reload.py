@@ -33,15 +33,15 @@ def test_new_index_version_is_picked_up_while_a_query_is_in_flight(fresh_setting
         services.refresher.stop()  # this test drives the refresh itself
         encoder = services.workspace.collection("live").encoder
         entered, release = threading.Event(), threading.Event()
-        original = encoder.encode_texts
+        original = encoder.encode_query_text  # queries encode through this
 
-        def blocking(texts):
-            if texts == ["in flight"]:
+        def blocking(text):
+            if text == "in flight":
                 entered.set()
                 release.wait(10)
-            return original(texts)
+            return original(text)
 
-        encoder.encode_texts = blocking
+        encoder.encode_query_text = blocking
         in_flight: list = []
         query = threading.Thread(target=lambda: in_flight.append(client.post(
             "/v1/search", json={"collection": "live", "text": "in flight"})))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search import engine as engine_module
+from search import candidates as candidates_module
 from search.collection.collection import NewItem
 from search.engine import Searcher
 from search.errors import (
@@ -150,8 +150,8 @@ def test_unknown_collection_and_item(workspace, shop):
 def test_filters_equal_exact_search_over_matching_items(workspace, shop, monkeypatch,
                                                         selective):
     if not selective:  # force the post-filter path with over-fetch
-        monkeypatch.setattr(engine_module, "SELECTOR_MIN_IDS", 0)
-        monkeypatch.setattr(engine_module, "SELECTOR_MAX_SHARE", 0.0)
+        monkeypatch.setattr(candidates_module, "SELECTOR_MIN_IDS", 0)
+        monkeypatch.setattr(candidates_module, "SELECTOR_MAX_SHARE", 0.0)
     spec = {"category": ["fruit", "toys"], "price": {"gte": 3}}
     query = SearchQuery.text("shop", "product", target=Target.IMAGE, k=5,
                              filters=tuple(parse_filters(spec)))
@@ -261,3 +261,58 @@ def test_rebuild_to_ivf_keeps_exact_results(workspace, shop):
     manifests = shop.rebuild(spec="IVF4,Flat")
     assert all(m.spec == "IVF4,Flat" for m in manifests.values())
     assert _ids(Searcher(workspace).search(query)) == before
+
+
+# -- fused `target: any`: exact at every depth, one SQL round when deep enough ------------
+# The tiny test model has random weights, so an item's image and text scores disagree:
+# the fused top needs candidates far below each modality's own top.
+@pytest.mark.parametrize("min_fetch", [1, 8, 128])
+@pytest.mark.parametrize("k", [1, 7, 25])
+def test_fused_top_k_equals_exhaustive_fusion_at_any_depth(workspace, shop, monkeypatch,
+                                                           min_fetch, k):
+    monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", min_fetch)
+    monkeypatch.setattr(candidates_module, "FUSION_GROWTH", 2)
+    searcher = Searcher(workspace)
+    for text in ("fruit number 12", "toys", "product 40 shoes"):
+        result = searcher.search(SearchQuery.text("shop", text, k=k))
+        truth = _truth(shop, shop.encoder.encode_texts([text])[0], Target.ANY)
+        assert _ids(result) == [e for e, _ in truth[:k]], text
+        np.testing.assert_allclose([h.score for h in result.hits], [s for _, s in truth[:k]],
+                                   atol=2e-3)
+
+
+def test_fused_query_joins_ids_once_and_metadata_for_the_page_only(workspace, shop,
+                                                                   monkeypatch):
+    catalog = shop.catalog
+    calls = {"siblings": 0, "infos": []}
+    siblings, infos = catalog.sibling_vectors, catalog.vector_infos
+
+    def count_siblings(ids):
+        calls["siblings"] += 1
+        return siblings(ids)
+
+    def count_infos(ids):
+        calls["infos"].append(len(ids))
+        return infos(ids)
+
+    monkeypatch.setattr(catalog, "sibling_vectors", count_siblings)
+    monkeypatch.setattr(catalog, "vector_infos", count_infos)
+    result = Searcher(workspace).search(SearchQuery.text("shop", "clothes", k=5))
+    assert len(result.hits) == 5
+    assert calls == {"siblings": 1, "infos": [5]}
+
+
+@pytest.mark.parametrize("selective", [True, False])
+def test_fused_query_with_filters_equals_exhaustive_fusion(workspace, shop, monkeypatch,
+                                                           selective):
+    monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 2)
+    if not selective:
+        monkeypatch.setattr(candidates_module, "SELECTOR_MIN_IDS", 0)
+        monkeypatch.setattr(candidates_module, "SELECTOR_MAX_SHARE", 0.0)
+    spec = {"category": ["fruit", "toys", "shoes"], "price": {"gte": 2}}
+    query = SearchQuery.text("shop", "product", k=8, filters=tuple(parse_filters(spec)))
+    result = Searcher(workspace).search(query)
+    allowed = [i for i in ITEMS if i.attributes["category"] in ("fruit", "toys", "shoes")
+               and i.attributes["price"] >= 2]
+    truth = _truth(shop, shop.encoder.encode_texts(["product"])[0], Target.ANY, allowed)
+    assert _ids(result) == [e for e, _ in truth[:8]]

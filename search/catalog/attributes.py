@@ -1,0 +1,114 @@
+"""The attribute index: items' scalar attributes as typed, indexed rows (kept in step with
+`items.attributes` on every write), and cached allowed-id sets per filter.
+
+A filter becomes index range scans over `item_attributes` instead of a JSON parse per
+item; a search with the same filter again reads a cached sorted numpy array, valid while
+the collection's `write_version` (bumped by every write that can change it) stays put.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from search.catalog.models import CollectionRow, ItemAttributeRow
+from search.filters import Filter
+
+MAX_TEXT_VALUE = 1024  # longer strings are not indexed, so no filter matches them
+_FILTERABLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")  # as search.filters
+CACHED_SETS = 64
+CACHED_IDS = 20_000_000  # int64 ids held in all cached sets together (160 MB)
+
+IdSetKey = tuple[int, tuple[str, ...], tuple[str, ...], tuple[tuple, ...]]
+
+
+def attribute_rows(collection_id: int, item_id: int, attributes: Mapping[str, Any]
+                   ) -> list[dict[str, Any]]:
+    """The typed rows of one item's filterable attributes (scalars under filterable keys)."""
+    rows = []
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not _FILTERABLE_KEY.match(key):
+            continue
+        row: dict[str, Any] = {"collection_id": collection_id, "item_id": item_id, "key": key,
+                               "text_value": None, "num_value": None, "bool_value": None}
+        if isinstance(value, bool):
+            row["bool_value"] = value
+        elif isinstance(value, int | float) and np.isfinite(float(value)):
+            row["num_value"] = float(value)
+        elif isinstance(value, str) and len(value) <= MAX_TEXT_VALUE:
+            row["text_value"] = value
+        else:
+            continue  # lists, objects, nulls: filters never matched them
+        rows.append(row)
+    return rows
+
+
+def reindex_attributes(session: Session, collection_id: int,
+                       items: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
+    """Replace the attribute rows of these (item_id, attributes) in this transaction."""
+    items = list(items)
+    for start in range(0, len(items), 500):
+        chunk = items[start : start + 500]
+        session.execute(delete(ItemAttributeRow).where(
+            ItemAttributeRow.item_id.in_([item_id for item_id, _ in chunk])))
+        rows = [r for item_id, attrs in chunk
+                for r in attribute_rows(collection_id, item_id, attrs or {})]
+        if rows:
+            session.execute(insert(ItemAttributeRow), rows)
+
+
+def bump_write_version(session: Session, collection_id: int) -> None:
+    session.execute(update(CollectionRow).where(CollectionRow.id == collection_id)
+                    .values(write_version=CollectionRow.write_version + 1))
+
+
+def write_version(session: Session, collection_id: int) -> int:
+    return int(session.scalar(select(CollectionRow.write_version)
+                              .where(CollectionRow.id == collection_id)) or 0)
+
+
+class IdSetCache:
+    """LRU of allowed vector-id sets, each stamped with the write_version it was read at."""
+
+    def __init__(self, max_sets: int = CACHED_SETS, max_ids: int = CACHED_IDS) -> None:
+        self.max_sets, self.max_ids = max_sets, max_ids
+        self._sets: OrderedDict[IdSetKey, tuple[int, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: IdSetKey, version: int) -> np.ndarray | None:
+        with self._lock:
+            found = self._sets.get(key)
+            if found is None or found[0] != version:
+                return None
+            self._sets.move_to_end(key)
+            return found[1]
+
+    def put(self, key: IdSetKey, version: int, ids: np.ndarray) -> None:
+        ids.flags.writeable = False
+        with self._lock:
+            self._sets[key] = (version, ids)
+            self._sets.move_to_end(key)
+            while len(self._sets) > self.max_sets or (
+                    len(self._sets) > 1 and sum(len(v) for _, v in self._sets.values())
+                    > self.max_ids):
+                self._sets.popitem(last=False)
+
+
+def id_set_key(collection_id: int, modalities: Sequence[str] | None,
+               sources: Sequence[str] | None, filters: Sequence[Filter]) -> IdSetKey:
+    return (collection_id, tuple(sorted(modalities or ())), tuple(sorted(sources or ())),
+            tuple((f.field, f.op.value, _typed(f.value)) for f in filters))
+
+
+def _typed(value: Any) -> tuple:
+    """Python says True == 1 (and hashes them alike); filters must not."""
+    if isinstance(value, tuple):
+        return tuple(_typed(v) for v in value)
+    return (type(value).__name__, value)
