@@ -12,7 +12,7 @@ from rich.console import Console
 
 from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
-from search import Settings, Workspace, XmodalError
+from search import MediaMode, Settings, Workspace, XmodalError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +44,9 @@ def _add_parser(sub) -> None:
     p.add_argument("--generator", default="house", help="image generator backend "
                                                         "(house or diffusers)")
     p.add_argument("--generator-model", help="diffusers hub id or local path")
+    p.add_argument("--media", choices=[m.value for m in MediaMode], default="copy",
+                   help="copy images into the media store (default), or store a reference "
+                        "to where they are (served only from XMODAL_MEDIA_ROOTS)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -103,7 +106,8 @@ def _options(args: argparse.Namespace) -> IndexOptions:
                         progress=not args.no_progress, report_path=getattr(args, "report", None),
                         generate_missing=getattr(args, "generate_missing", False),
                         generator=getattr(args, "generator", "house"),
-                        generator_model=getattr(args, "generator_model", None))
+                        generator_model=getattr(args, "generator_model", None),
+                        media=MediaMode(getattr(args, "media", "copy")))
 
 
 def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:

@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 
 from indexer.readers import RowError, SourceRecord
-from search import Collection, ItemFailure, PrepareContext, PreparedItem, prepare_or_fail
+from search import (
+    Collection,
+    ItemFailure,
+    MediaMode,
+    PrepareContext,
+    PreparedItem,
+    prepare_or_fail,
+)
 
 Prepared = PreparedItem | ItemFailure | RowError
 KnownHashes = Callable[[list[str]], dict[str, str]]
@@ -36,6 +43,8 @@ class IndexOptions:
     generate_missing: bool = False  # give text-only items a generated image
     generator: str = "house"
     generator_model: str | None = None
+    sort_window: int = 256  # items whose texts are batched by length (jobs.JobRunner)
+    media: MediaMode = MediaMode.COPY  # copy images into the store, or reference them
 
 
 def _init_worker(ctx: PrepareContext) -> None:
@@ -107,4 +116,5 @@ class LocalPreparer:
 
 
 def local_preparer(collection: Collection, options: IndexOptions) -> LocalPreparer:
-    return LocalPreparer(collection.prepare_context(), options.workers, options.chunk_size)
+    return LocalPreparer(collection.prepare_context(options.media), options.workers,
+                         options.chunk_size)

@@ -20,6 +20,7 @@ from search.collection.backfill import generate_missing, item_seed
 from search.collection.collection import AddReport, Collection
 from search.collection.preparing import (
     ItemFailure,
+    MediaMode,
     NewItem,
     PrepareContext,
     PreparedItem,
@@ -39,7 +40,7 @@ from search.errors import (
 )
 from search.filters import parse_filters
 from search.live import Change, CollectionRefresher
-from search.media import DecodeLimits, MiB, decode_image
+from search.media import DecodeLimits, MiB, decode_image, is_reference, is_remote_reference
 from search.models.encoder import Encoder, load_encoder, resolve_device
 from search.models.generator import ImageGenerator, load_generator
 from search.query import MAX_K, Fusion, Hit, QueryPart, SearchQuery, SearchResult, Target
@@ -49,10 +50,11 @@ from search.workspace import Workspace
 __all__ = [
     "MAX_K", "AddReport", "Change", "Collection", "CollectionRefresher", "CorruptImageError",
     "DecodeLimits", "Encoder", "Fusion", "Hit", "ImageGenerator", "ImageTooLargeError",
-    "InvalidInputError", "InvalidQueryError", "ItemFailure", "ItemRecord", "MiB", "Modality",
-    "NewItem", "PrepareContext", "PreparedItem", "QueryPart", "SearchQuery", "SearchResult",
-    "Searcher", "Settings", "Target", "UnknownCollectionError", "UnknownItemError", "Workspace",
-    "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing",
+    "InvalidInputError", "InvalidQueryError", "ItemFailure", "ItemRecord", "MediaMode", "MiB",
+    "Modality", "NewItem", "PrepareContext", "PreparedItem", "QueryPart", "SearchQuery",
+    "SearchResult", "Searcher", "Settings", "Target", "UnknownCollectionError",
+    "UnknownItemError", "Workspace", "XmodalError", "content_hash", "decode_image",
+    "embed_prepared", "errors", "generate_missing", "is_reference", "is_remote_reference",
     "item_seed", "items_by_id", "load_encoder", "load_generator", "parse_filters",
     "prepare_or_fail", "resolve_device",
 ]

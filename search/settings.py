@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -20,6 +22,18 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N.")
     offline: bool = Field(default=False, description="Never contact a model hub.")
     api_key: SecretStr | None = Field(default=None, description="Key for write endpoints.")
+    media_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Directories media added by reference may be served from "
+                    f"({os.pathsep}-separated); none: referenced files are never served.")
+
+    @field_validator("media_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        """`XMODAL_MEDIA_ROOTS=/data/photos:/mnt/shop` (os.pathsep, like PATH)."""
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
 
     def resolved_database_url(self) -> str:
         if self.database_url:
