@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from indexer.operations import index_source
 from indexer.pipeline import IndexOptions
+from search import MediaMode
 from search.media import decode_image
 from search.models.encoder import load_encoder
 from search.settings import Settings
@@ -81,23 +83,32 @@ def make_corpus(folder: Path, n: int, captions: bool) -> list[Path]:
     return paths
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its reaped children (decode workers)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                 resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def raw_forward(model: str, paths: list[Path], batch: int, captions: bool
-                ) -> tuple[float, float, float]:
-    """(samples/s, images/s, texts/s) of the encoder alone on inputs prepared beforehand."""
+                ) -> tuple[float, float, float, float]:
+    """(samples/s, images/s, texts/s, CPU s/sample) of the encoder alone on inputs
+    prepared beforehand."""
     encoder = load_encoder(model, device="cpu", batch_size=batch)
     pixels = torch.stack([encoder.preprocess(decode_image(p, min_side=encoder.image_size))
                           for p in paths])
     texts = [p.with_suffix(".txt").read_text() for p in paths] if captions else []
     encoder.encode_images(pixels[:batch])  # warm-up
     encoder.encode_texts(texts[:batch])
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(), time.perf_counter()
     encoder.encode_images(pixels)
     image_s = time.perf_counter() - started
     started = time.perf_counter()
     encoder.encode_texts(texts)
     text_s = time.perf_counter() - started
     n = len(paths)
-    return n / (image_s + text_s), n / image_s, (n / text_s if captions else 0.0)
+    cpu_per_sample = (cpu_seconds() - cpu) / n
+    return n / (image_s + text_s), n / image_s, (n / text_s if captions else 0.0), cpu_per_sample
 
 
 def decode_rate(model: str, paths: list[Path]) -> float:
@@ -113,15 +124,20 @@ def decode_rate(model: str, paths: list[Path]) -> float:
 
 
 def end_to_end(model: str, folder: Path, batch: int, workers: int, media: str
-               ) -> tuple[float, dict]:
+               ) -> tuple[float, float, dict]:
+    """(samples/s, CPU s/sample, job summary) of `index_source` into a fresh home; the
+    encoder is loaded first, as the raw side's is."""
     with tempfile.TemporaryDirectory() as home:
         ws = Workspace.open(Settings(home=Path(home), device="cpu"))
-        options = IndexOptions(batch_size=batch, workers=workers, progress=False, media=media)
-        started = time.perf_counter()
-        summary = index_source(ws, "bench", folder, options=options, model=model)
+        ws.create_collection("bench", model=model)
+        options = IndexOptions(batch_size=batch, workers=workers, progress=False,
+                               media=MediaMode(media))
+        cpu, started = cpu_seconds(), time.perf_counter()
+        summary = index_source(ws, "bench", folder, options=options)
         elapsed = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu
         ws.close()
-    return summary.indexed / elapsed, summary.as_dict()
+    return summary.indexed / elapsed, cpu / max(1, summary.indexed), summary.as_dict()
 
 
 THREADS = torch.get_num_threads()
@@ -148,15 +164,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _measure(model: str, paths: list[Path], args: argparse.Namespace) -> dict:
-    raw, raw_images, raw_texts = raw_forward(model, paths, args.batch_size, args.captions)
+    raw, raw_images, raw_texts, raw_cpu = raw_forward(model, paths, args.batch_size,
+                                                      args.captions)
     row = {"model": model, "samples": len(paths), "captions": args.captions,
            "batch": args.batch_size, "threads": THREADS, "workers": args.workers,
            "raw_img_s": round(raw_images, 2), "raw_text_s": round(raw_texts, 2),
            "raw_samples_s": round(raw, 2)}
     for media in args.media:
-        e2e, summary = end_to_end(model, args.corpus, args.batch_size, args.workers, media)
+        e2e, cpu, summary = end_to_end(model, args.corpus, args.batch_size, args.workers,
+                                       media)
         row[f"e2e_{media}_s"] = round(e2e, 2)
         row[f"ratio_{media}"] = round(e2e / raw, 3)
+        # CPU per sample, raw over end-to-end: the extra work of the pipeline, robust to
+        # other load on the machine (wall-clock ratios are not)
+        row[f"cpu_ratio_{media}"] = round(raw_cpu / cpu, 3)
         row["failed"] = row.get("failed", 0) + summary["failed"]
     row["decode_img_s_per_core"] = round(decode_rate(model, paths[: min(300, len(paths))]), 1)
     return row
