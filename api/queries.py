@@ -38,6 +38,8 @@ from search import (
     SearchQuery,
     SearchResult,
     decode_image,
+    is_reference,
+    is_remote_reference,
     parse_facets,
     parse_filters,
 )
@@ -122,12 +124,16 @@ def _facet_specs(options: SearchOptions) -> list[Any]:
 
 
 def media_urls(ref: str | None, root_path: str = "") -> tuple[str | None, str | None]:
-    """(image URL, thumbnail URL) of a stored image; external URLs pass through."""
+    """(image URL, thumbnail URL) of a stored image; external URLs pass through (the
+    service never fetches them: an s3:// or gs:// reference is the client's to sign)."""
     if not ref:
         return None, None
     if ref.startswith(("http://", "https://")):
         return ref, ref
-    url = f"{root_path}/v1/media/{quote(ref)}"
+    if is_remote_reference(ref):
+        return ref, None
+    # a referenced file's absolute path travels as one encoded segment: no "//" in URLs
+    url = f"{root_path}/v1/media/{quote(ref, safe='' if is_reference(ref) else '/')}"
     return url, f"{url}?size={THUMBNAIL_SIZE}"
 
 

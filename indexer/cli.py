@@ -13,7 +13,7 @@ from rich.console import Console
 
 from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
-from search import SearchMode, Settings, Workspace, XmodalError, maintain
+from search import MediaMode, SearchMode, Settings, Workspace, XmodalError, maintain
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,9 @@ def _add_parser(sub) -> None:
     p.add_argument("--follow-external-symlinks", action="store_true",
                    help="read images and captions whose symlink leads outside the source's "
                         "folder (refused by default)")
+    p.add_argument("--media", choices=[m.value for m in MediaMode], default="copy",
+                   help="copy images into the media store (default), or store a reference "
+                        "to where they are (served only from XMODAL_MEDIA_ROOTS)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -123,7 +126,8 @@ def _options(args: argparse.Namespace) -> IndexOptions:
                         generator=getattr(args, "generator", "house"),
                         generator_model=getattr(args, "generator_model", None),
                         follow_external_symlinks=getattr(args, "follow_external_symlinks",
-                                                         False))
+                                                         False),
+                        media=MediaMode(getattr(args, "media", "copy")))
 
 
 def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:

@@ -69,7 +69,7 @@ class RayPreparer:
         embedded = dataset.map_batches(
             EmbedActor, batch_size=self.options.batch_size, concurrency=actors,
             num_gpus=1 if gpus else 0, batch_format="numpy",
-            fn_constructor_args=(self.collection.prepare_context(), info.model,
+            fn_constructor_args=(self.collection.prepare_context(self.options.media), info.model,
                                  info.pretrained, device))
         for batch in embedded.iter_batches(batch_format="numpy", batch_size=None):
             for payload in batch["payload"]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from indexer.pipeline import IndexOptions, Prepared
+from indexer.pipeline import IndexOptions, Prepared, chunked
 from indexer.readers import RowError
 from search import AddReport, Collection, IndexStats, ItemFailure, PreparedItem, index_stats
 
@@ -59,22 +59,42 @@ class JobRunner:
         self.started = time.perf_counter()
 
     def consume(self, stream: Iterable[Prepared], total: int | None = None) -> None:
-        batch: list[PreparedItem] = []
+        """Write prepared items in windows of `sort_window`, each written in batches of
+        `batch_size` ordered by text length (see `_by_text_length`)."""
+        window: list[PreparedItem] = []
+        size = max(self.options.sort_window, self.options.batch_size)
         with tqdm(total=total, unit="item", disable=not self.options.progress,
                   desc=f"indexing {self.collection.name}") as bar:
             for entry in stream:
                 self._note_id(entry)
                 if isinstance(entry, PreparedItem):
-                    batch.append(entry)
+                    window.append(entry)
                 else:
                     self._fail([self._as_failure(entry)])
                     bar.update(1)
-                if len(batch) >= self.options.batch_size:
-                    self._write(batch)
-                    bar.update(len(batch))
-                    batch = []
+                if len(window) >= size:
+                    self._write_window(window, bar)
+                    window = []
+            self._write_window(window, bar)
+
+    def _write_window(self, window: list[PreparedItem], bar: tqdm) -> None:
+        for batch in chunked(self._by_text_length(window), self.options.batch_size):
             self._write(batch)
             bar.update(len(batch))
+
+    def _by_text_length(self, items: list[PreparedItem]) -> list[PreparedItem]:
+        """Items ordered by their text's token count. The encoder runs the text tower only
+        up to a batch's longest text, so a batch of similar lengths costs what its texts
+        need, not what its longest caption needs (measured: see README, Benchmarks).
+        Only the order of writes changes: every vector is the same."""
+        texts = [p.text for p in items if p.text]
+        if len(texts) <= self.options.batch_size:
+            return items
+        tokens = self.collection.encoder.tokenizer(texts)  # [n, context_length]
+        counts = iter((tokens != 0).sum(dim=-1).tolist())  # padding is token 0
+        keys = [next(counts) if p.text else 0 for p in items]
+        order = sorted(range(len(items)), key=keys.__getitem__)
+        return [items[i] for i in order]
 
     def _note_id(self, entry: Prepared) -> None:
         external_id = entry.external_id

@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 
 from indexer.readers import RowError, SourceRecord
-from search import Collection, ItemFailure, PrepareContext, PreparedItem, prepare_or_fail
+from search import (
+    Collection,
+    ItemFailure,
+    MediaMode,
+    PrepareContext,
+    PreparedItem,
+    prepare_or_fail,
+)
 
 Prepared = PreparedItem | ItemFailure | RowError
 KnownHashes = Callable[[list[str]], dict[str, str]]
@@ -38,6 +45,8 @@ class IndexOptions:
     generator_model: str | None = None
     # read images and sidecars whose symlink leads outside the source's root
     follow_external_symlinks: bool = False
+    sort_window: int = 256  # items whose texts are batched by length (jobs.JobRunner)
+    media: MediaMode = MediaMode.COPY  # copy images into the store, or reference them
 
 
 def _init_worker(ctx: PrepareContext) -> None:
@@ -50,6 +59,19 @@ def _prepare_in_worker(task: tuple[SourceRecord, str | None]) -> PreparedItem | 
     record, known = task
     assert _worker_ctx is not None
     return prepare_or_fail(record.item, _worker_ctx, known)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a fresh single-threaded server that imported the engine once.
+
+    Plain fork is unsafe (the parent's torch threads can deadlock a child) and spawn makes
+    every worker import torch, open_clip and the engine again: seconds of CPU each, taken
+    from the encoder on a small machine (measured with py-spy: README, Benchmarks)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # no effect once the server runs: harmless
+    return context
 
 
 def chunked(rows: Iterable, size: int) -> Iterator[list]:
@@ -77,9 +99,8 @@ class LocalPreparer:
             for chunk in itertools.chain([first], [second] if second else [], chunks):
                 yield from self._inline(chunk, known)
             return
-        spawn = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
-        with ProcessPoolExecutor(self.workers, mp_context=spawn, initializer=_init_worker,
-                                 initargs=(self.ctx,)) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=_pool_context(),
+                                 initializer=_init_worker, initargs=(self.ctx,)) as pool:
             window: deque = deque([self._submit(pool, second, known)])
             yield from self._inline(first, known)
             for chunk in chunks:
@@ -109,4 +130,5 @@ class LocalPreparer:
 
 
 def local_preparer(collection: Collection, options: IndexOptions) -> LocalPreparer:
-    return LocalPreparer(collection.prepare_context(), options.workers, options.chunk_size)
+    return LocalPreparer(collection.prepare_context(options.media), options.workers,
+                         options.chunk_size)

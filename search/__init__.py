@@ -37,6 +37,7 @@ from search.collection.collection import (
 )
 from search.collection.preparing import (
     ItemFailure,
+    MediaMode,
     NewItem,
     PrepareContext,
     PreparedItem,
@@ -59,7 +60,14 @@ from search.files import read_regular_file
 from search.filters import MAX_FILTER_FIELDS, MAX_IN_VALUES, parse_filters
 from search.lifecycle import MaintenanceReport, StoragePolicy, maintain
 from search.live import Change, CollectionRefresher
-from search.media import THUMBNAIL_SIZES, DecodeLimits, MiB, decode_image
+from search.media import (
+    THUMBNAIL_SIZES,
+    DecodeLimits,
+    MiB,
+    decode_image,
+    is_reference,
+    is_remote_reference,
+)
 from search.models.encoder import Encoder, load_encoder, resolve_device
 from search.models.generator import MAX_PROMPT_CHARS, ImageGenerator, load_generator
 from search.models.generator import MAX_SIZE as MAX_GENERATED_SIDE
@@ -97,11 +105,12 @@ __all__ = [
     "FailureRecord", "Fusion", "FusionMethod", "Generation", "Hit", "ImageGenerator",
     "ImageTooLargeError", "IndexStats", "IndexVersionRecord", "InvalidInputError",
     "InvalidQueryError", "ItemDetail", "ItemFailure", "ItemRecord", "JobRecord",
-    "MaintenanceReport", "MiB", "Modality", "NewItem", "PrepareContext", "PreparedItem",
-    "QueryEmbeddingCache", "QueryPart", "Ranked", "SearchMode", "SearchQuery", "SearchResult",
-    "Searcher", "Settings", "StoragePolicy", "StoredItem", "Target", "UnknownCollectionError",
-    "UnknownItemError", "VectorRef", "Workspace", "XmodalError", "content_hash", "decode_image",
-    "embed_prepared", "errors", "generate_missing", "index_stats", "item_seed", "items_by_id",
-    "load_encoder", "load_generator", "maintain", "parse_facets", "parse_filters",
-    "prepare_or_fail", "read_regular_file", "resolve_device",
+    "MaintenanceReport", "MediaMode", "MiB", "Modality", "NewItem", "PrepareContext",
+    "PreparedItem", "QueryEmbeddingCache", "QueryPart", "Ranked", "SearchMode", "SearchQuery",
+    "SearchResult", "Searcher", "Settings", "StoragePolicy", "StoredItem", "Target",
+    "UnknownCollectionError", "UnknownItemError", "VectorRef", "Workspace", "XmodalError",
+    "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing", "index_stats",
+    "is_reference", "is_remote_reference", "item_seed", "items_by_id", "load_encoder",
+    "load_generator", "maintain", "parse_facets", "parse_filters", "prepare_or_fail",
+    "read_regular_file", "resolve_device",
 ]

@@ -6,7 +6,9 @@ decoded, only a short list of decoders is reachable, and the result is always an
 image the right way up. Failures are typed (`CorruptImageError`, `ImageTooLargeError`).
 
 `MediaStore` keeps media files under one root, named by the SHA-256 of their bytes, and
-resolves references so that nothing outside the root can ever be read or deleted.
+resolves references so that nothing outside the root can ever be read or deleted. Media
+added by reference stay where they are: the reference is the source's absolute path or
+URL, and a referenced file is served only from inside the configured reference roots.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import re
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
@@ -239,6 +242,7 @@ ThumbnailFormat = Literal["JPEG", "WEBP"]
 THUMBNAIL_SIZES = range(16, 2049)  # also caps how many cache entries one file can spawn
 _SUFFIX = re.compile(r"[a-z0-9]{1,10}")
 _MAX_REF_LENGTH = 1024
+_MAX_LOCATION_LENGTH = 2048  # a referenced path or URL: the catalog's image_ref column
 _COPY_CHUNK = 1 * MiB
 
 
@@ -249,9 +253,12 @@ class MediaStore:
     path, and refuses anything that could leave the root.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, reference_roots: Sequence[Path] = ()) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        # Directories referenced files may be served from (resolved: containment is
+        # checked on real paths). Empty: no referenced file is ever served.
+        self.reference_roots = tuple(Path(r).resolve() for r in reference_roots)
 
     @staticmethod
     def ref_for(data: bytes, suffix: str) -> str:
@@ -302,7 +309,7 @@ class MediaStore:
             raise InvalidInputError(
                 f"thumbnail size must be {THUMBNAIL_SIZES.start}..{THUMBNAIL_SIZES.stop - 1}"
             )
-        source = self.resolve(ref)
+        source = self.locate(ref)
         cached = self._thumbnail_path(ref, source, size, fmt)
         if touch(cached):  # mtime is the cache's recency (see search/lifecycle.py)
             with suppress(FileNotFoundError):  # evicted between touch and read
@@ -341,6 +348,58 @@ class MediaStore:
         stat = source.stat()
         key = hashlib.sha256(f"{ref}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
         return self.root / "thumbs" / str(size) / key[:2] / f"{key}.{fmt.lower()}"
+
+    # -- media by reference ---------------------------------------------------------------
+    @staticmethod
+    def reference(location: str | os.PathLike[str]) -> str:
+        """The reference stored for media left where they are: a URL as given, or a
+        file's absolute, normalised path (symlinks are kept; `locate` resolves them)."""
+        if isinstance(location, str) and is_remote_reference(location):
+            if len(location) > _MAX_LOCATION_LENGTH or "\0" in location:
+                raise InvalidInputError(f"invalid media location: {location[:80]!r}")
+            return location
+        path = os.path.abspath(os.fspath(location))
+        if "\0" in path or len(path) > _MAX_LOCATION_LENGTH:
+            raise InvalidInputError(f"invalid media location: {path[:80]!r}")
+        return path
+
+    def locate(self, ref: str) -> Path:
+        """The local file behind any reference: a stored copy (`resolve`) or a referenced
+        file inside the reference roots. MediaNotFoundError otherwise, including for
+        URLs (never fetched here) and for paths that lead outside every root."""
+        if not is_reference(ref):
+            return self.resolve(ref)
+        if is_remote_reference(ref):
+            raise MediaNotFoundError(f"remote media are not served here: {ref[:200]!r}")
+        return self._referenced_file(ref)
+
+    def _referenced_file(self, ref: str) -> Path:
+        if "\0" in ref or len(ref) > _MAX_LOCATION_LENGTH:
+            raise InvalidMediaRefError("invalid media reference")
+        # resolve() follows every symlink and removes "..", so containment is decided on
+        # the real path: a link inside a root that points out of it is refused.
+        try:
+            real = Path(ref).resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            raise MediaNotFoundError("no media at that reference") from None
+        if not any(real.is_relative_to(root) for root in self.reference_roots):
+            # a subclass of MediaNotFoundError: the API answers 404, as for an absent file
+            raise InvalidMediaRefError("media reference is outside the media roots")
+        if not real.is_file():
+            raise MediaNotFoundError("no media at that reference")
+        return real
+
+
+def is_reference(ref: str) -> bool:
+    """True for media added by reference (an absolute path or a URL), False for the
+    store's own content references. Whatever cleans up the store must skip these."""
+    return ref.startswith("/") or is_remote_reference(ref)
+
+
+def is_remote_reference(ref: str) -> bool:
+    """A URL (http, https, s3, gs, ...): stored and handed to clients, never fetched."""
+    scheme = urlsplit(ref).scheme if "://" in ref else ""
+    return len(scheme) > 1 and scheme.isascii() and scheme.replace("+", "").isalnum()
 
 
 def touch(path: Path) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from search.models.query_runtime import QueryRuntime
 
@@ -47,6 +49,18 @@ class Settings(BaseSettings):
         "Size cap of the thumbnail cache; least recently used thumbnails go first."))
     maintenance_interval_s: float = Field(default=300.0, gt=0, description=(
         "How often a server compacts, collects media and trims thumbnails."))
+    media_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Directories media added by reference may be served from "
+                    f"({os.pathsep}-separated); none: referenced files are never served.")
+
+    @field_validator("media_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        """`XMODAL_MEDIA_ROOTS=/data/photos:/mnt/shop` (os.pathsep, like PATH)."""
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
 
     def resolved_database_url(self) -> str:
         if self.database_url:

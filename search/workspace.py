@@ -40,7 +40,7 @@ class Workspace:
         settings = settings or Settings()
         settings.home.mkdir(parents=True, exist_ok=True)
         catalog = open_catalog(settings.resolved_database_url())
-        return cls(settings, catalog, MediaStore(settings.media_dir))
+        return cls(settings, catalog, MediaStore(settings.media_dir, settings.media_roots))
 
     def encoder(self, model: str | None = None, pretrained: str | None = None) -> Encoder:
         key = (model or self.settings.model, pretrained if model else self.settings.pretrained)

@@ -1,7 +1,10 @@
-"""`GET /v1/media/{ref}`: item images and thumbnails, only ever from inside the media store.
+"""`GET /v1/media/{ref}`: item images and thumbnails, only from inside the media store or,
+for media added by reference, from inside the configured reference roots.
 
-`MediaStore.resolve` is the only way from a reference to a file; it refuses absolute
-paths, `..`, hidden names and symlinks that leave the store (all answered 404).
+`MediaStore.locate` is the only way from a reference to a file. Store references: it
+refuses absolute paths, `..`, hidden names and symlinks that leave the store. Referenced
+files (absolute paths): it resolves every symlink and `..` first and serves only real
+paths inside `XMODAL_MEDIA_ROOTS`. URLs are never fetched. All refusals answer 404.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from fastapi.responses import FileResponse, Response
 
 from api.deps import RunnerDep, WorkspaceDep
 from api.problems import problem_responses
-from search import THUMBNAIL_SIZES
+from search import THUMBNAIL_SIZES, is_reference
 
 router = APIRouter(prefix="/v1/media", tags=["media"])
 
@@ -26,6 +29,8 @@ _TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
 _HEADERS = {"Cache-Control": "public, max-age=31536000, immutable",
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'; sandbox"}
+# A referenced file can be replaced in place: let caches revalidate (ETag/Last-Modified).
+_REFERENCE_HEADERS = {**_HEADERS, "Cache-Control": "public, max-age=300"}
 _IMAGE_CONTENT = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
 
 
@@ -39,9 +44,10 @@ async def get_media(ref: str, workspace: WorkspaceDep, run: RunnerDep,
                                                       description="Thumbnail box, px")] = None,
                     ) -> Response:
     media = workspace.media
+    headers = _REFERENCE_HEADERS if is_reference(ref) else _HEADERS
     if size is not None:
         data = await run(lambda: media.thumbnail(ref, size))
-        return Response(data, media_type="image/jpeg", headers=_HEADERS)
-    path = await run(lambda: media.resolve(ref))
+        return Response(data, media_type="image/jpeg", headers=headers)
+    path = await run(lambda: media.locate(ref))
     media_type = _TYPES.get(PurePosixPath(path.name).suffix.lower(), "application/octet-stream")
-    return FileResponse(path, media_type=media_type, headers=_HEADERS)
+    return FileResponse(path, media_type=media_type, headers=headers)

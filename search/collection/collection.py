@@ -17,6 +17,7 @@ from search.catalog.models import ItemRow, Modality, Source, VectorRow
 from search.collection.locks import collection_write_lock
 from search.collection.preparing import (
     ItemFailure,
+    MediaMode,
     NewItem,
     PrepareContext,
     PreparedItem,
@@ -120,20 +121,22 @@ class Collection:
         """Hold this collection's inter-process write lock (re-entrant in one process)."""
         return collection_write_lock(self.root)
 
-    def prepare_context(self) -> PrepareContext:
+    def prepare_context(self, media: MediaMode = MediaMode.COPY) -> PrepareContext:
         """Everything a (possibly remote) worker needs to prepare items: picklable."""
         return PrepareContext(self.media.root, self.encoder.preprocess, self.encoder.image_size,
-                              self.encoder.identity)
+                              self.encoder.identity, MediaMode(media))
 
     def known_hashes(self, external_ids: Sequence[str]) -> dict[str, str]:
         return self.catalog.active_hashes(self.info.id, external_ids)
 
     # -- writing -------------------------------------------------------------------
-    def add_items(self, items: Sequence[NewItem], *, job_id: int | None = None) -> AddReport:
-        """Upsert items: unchanged ones are skipped, new/changed ones (re)embedded."""
+    def add_items(self, items: Sequence[NewItem], *, job_id: int | None = None,
+                  media: MediaMode = MediaMode.COPY) -> AddReport:
+        """Upsert items: unchanged ones are skipped, new/changed ones (re)embedded.
+        media: copy images into the store, or keep a reference to where they are."""
         known = self.known_hashes([i.external_id for i in items
                                    if isinstance(i.external_id, str)])
-        prepared, failures = prepare_items(items, self.prepare_context(), known)
+        prepared, failures = prepare_items(items, self.prepare_context(media), known)
         # Encode what looks new or changed before taking the write lock: the model is the
         # slow part, and holding the lock through it would stall other writers and the
         # refreshers of other processes. `write` encodes whatever changed meanwhile.

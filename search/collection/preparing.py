@@ -10,6 +10,7 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from PIL import Image
 
 from search.errors import InvalidInputError, XmodalError
 from search.files import read_regular_file
-from search.media import DEFAULT_LIMITS, MediaStore, decode_image
+from search.media import DEFAULT_LIMITS, MediaStore, decode_image, is_remote_reference
 from search.models.encoder import Encoder
 
 _log = logging.getLogger(__name__)
@@ -29,14 +30,27 @@ _SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP
              "TIFF": ".tif", "MPO": ".jpg"}
 
 
+class MediaMode(StrEnum):
+    """How an item's image is kept: copied into the media store, or referenced where it
+    is (its absolute path or URL is stored; its bytes are still read and hashed)."""
+
+    COPY = "copy"
+    REFERENCE = "reference"
+
+
 @dataclass(frozen=True)
 class NewItem:
-    """An item as a caller hands it in; `image` is bytes, a file path or a PIL image."""
+    """An item as a caller hands it in; `image` is bytes, a file path or a PIL image.
+
+    image_source: where the image lives (a path or URL), stored instead of the bytes when
+    the item is added with `MediaMode.REFERENCE`; defaults to `image` when that is a path.
+    """
 
     external_id: str
     text: str | None = None
     image: ImageInput | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    image_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,7 @@ class PrepareContext:
     preprocess: Callable[[Image.Image], Any]  # the encoder's image transform
     image_size: int
     model_identity: str
+    media: MediaMode = MediaMode.COPY
 
 
 @dataclass
@@ -100,14 +115,34 @@ def prepare_item(item: NewItem, ctx: PrepareContext, known_hash: str | None = No
                             data is not None)
     if data is None:
         return prepared
+    location = _reference(item) if ctx.media is MediaMode.REFERENCE else None
     if chash == known_hash:  # unchanged: skip the costly decode, keep the stored media ref
         prepared.skipped_decode = True
-        prepared.image_ref = MediaStore(ctx.media_root).ref_for(data, _suffix(data))
+        # put() only stats an already stored file; it writes one that a switch from
+        # reference to copy mode has not stored yet
+        prepared.image_ref = location or MediaStore(ctx.media_root).put(data,
+                                                                        suffix=_suffix(data))
         return prepared
     image = decode_image(data, min_side=ctx.image_size)
     prepared.pixels = np.asarray(ctx.preprocess(image), dtype=np.float32)
-    prepared.image_ref = MediaStore(ctx.media_root).put(data, suffix=_suffix(data))
+    prepared.image_ref = location or MediaStore(ctx.media_root).put(data, suffix=_suffix(data))
     return prepared
+
+
+def _reference(item: NewItem) -> str:
+    """The location stored for a referenced image: `image_source`, else the image's path."""
+    if item.image_source is not None:
+        source = item.image_source
+    elif isinstance(item.image, str | Path):
+        source = item.image
+    else:
+        raise InvalidInputError("media by reference needs the image as a file path, or its "
+                                "location in image_source")
+    if isinstance(source, str) and not source.strip():
+        raise InvalidInputError("empty image_source")
+    if isinstance(source, str) and "://" in source and not is_remote_reference(source):
+        raise InvalidInputError(f"image_source is not a URL or a path: {source[:80]!r}")
+    return MediaStore.reference(source)
 
 
 def _suffix(data: bytes) -> str:

@@ -158,3 +158,30 @@ def test_strict_mode(ws, tmp_path, bad_workers):
                            options=IndexOptions(workers=bad_workers, progress=False, strict=True,
                                                 chunk_size=4))
     assert summary.exit_code(strict=True) == 1 and summary.indexed == 6
+
+
+def test_texts_are_written_in_batches_of_similar_length(ws, tmp_path, monkeypatch):
+    from search import Collection
+
+    rows = [{"id": f"t{i}", "title": " ".join([f"w{i}"] + ["word"] * ((i * 7) % 11))}
+            for i in range(40)]
+    source = tmp_path / "texts.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    written: list[list[int]] = []
+    original = Collection.write
+
+    def recording_write(self, prepared, **kwargs):  # token counts, EOT included
+        tokens = self.encoder.tokenizer([p.text for p in prepared])
+        written.append(tokens.argmax(dim=-1).add(1).tolist())
+        return original(self, prepared, **kwargs)
+
+    monkeypatch.setattr(Collection, "write", recording_write)
+    options = IndexOptions(workers=0, progress=False, batch_size=8, sort_window=32)
+    assert index_source(ws, "sorted", source, options=options).indexed == 40
+    assert [len(b) for b in written] == [8, 8, 8, 8, 8]
+    first_window = [n for batch in written[:4] for n in batch]
+    assert first_window == sorted(first_window)  # by length within a window of 32
+    # the order of writes changes nothing stored or found
+    unsorted = IndexOptions(workers=0, progress=False, batch_size=8, sort_window=1)
+    assert index_source(ws, "unsorted", source, options=unsorted).indexed == 40
+    assert_same_collection(snapshot(ws, "sorted"), snapshot(ws, "unsorted"))
