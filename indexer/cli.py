@@ -12,7 +12,7 @@ from rich.console import Console
 
 from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
-from search import Settings, Workspace, XmodalError
+from search import Settings, Workspace, XmodalError, migrate_catalog
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("status", help="counts, index versions, last jobs, recent failures")
     _common(p)
+    p = sub.add_parser("migrate", help="bring the catalog schema to this release (run once per "
+                                       "release, before serving; safe to run concurrently)")
+    p.add_argument("--home", type=Path, help="XMODAL_HOME (default from settings)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     _train_parsers(sub)
     return parser
 
@@ -151,12 +155,18 @@ def _run_training(args: argparse.Namespace, workspace: Workspace) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings(home=args.home) if args.home else Settings()
+    if args.command == "migrate":  # before Workspace.open, which may refuse an old schema
+        return _print(args, migrate_catalog(settings.resolved_database_url()).as_dict(), 0)
     try:
         workspace = Workspace.open(settings)
         result, code = _run(args, workspace)
     except XmodalError as exc:
         print(f"xmodal-index: {exc}", file=sys.stderr)
         return 2
+    return _print(args, result, code)
+
+
+def _print(args: argparse.Namespace, result: Any, code: int) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     elif result is not None:

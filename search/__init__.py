@@ -14,8 +14,10 @@ by their full paths. The map:
 """
 
 from search import errors
+from search.catalog.catalog import migrate_catalog
 from search.catalog.lookup import ItemRecord, items_by_id
 from search.catalog.models import Modality
+from search.catalog.schema import SchemaMigration
 from search.collection.backfill import generate_missing, item_seed
 from search.collection.collection import AddReport, Collection
 from search.collection.preparing import (
@@ -51,8 +53,8 @@ __all__ = [
     "DecodeLimits", "Encoder", "Fusion", "Hit", "ImageGenerator", "ImageTooLargeError",
     "InvalidInputError", "InvalidQueryError", "ItemFailure", "ItemRecord", "MiB", "Modality",
     "NewItem", "PrepareContext", "PreparedItem", "QueryPart", "SearchQuery", "SearchResult",
-    "Searcher", "Settings", "Target", "UnknownCollectionError", "UnknownItemError", "Workspace",
-    "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing",
-    "item_seed", "items_by_id", "load_encoder", "load_generator", "parse_filters",
-    "prepare_or_fail", "resolve_device",
+    "SchemaMigration", "Searcher", "Settings", "Target", "UnknownCollectionError",
+    "UnknownItemError", "Workspace", "XmodalError", "content_hash", "decode_image",
+    "embed_prepared", "errors", "generate_missing", "item_seed", "items_by_id", "load_encoder",
+    "load_generator", "migrate_catalog", "parse_filters", "prepare_or_fail", "resolve_device",
 ]

@@ -106,3 +106,7 @@ class GeneratorUnavailableError(GeneratorError):
 
 class InvalidPromptError(InvalidInputError):
     """A generation prompt is empty, not a string, or longer than the limit."""
+
+
+class CatalogSchemaError(XmodalError):
+    """The catalog's schema is not the revision this code needs (run `xmodal-index migrate`)."""

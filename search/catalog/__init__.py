@@ -6,4 +6,5 @@ was done to a collection (jobs, failures, index versions), and the Alembic migra
 - `filter_sql.py` — metadata filters translated into SQL.
 - `history.py` — `CatalogHistory`: jobs, failures, index builds.
 - `lookup.py` — read-only item lookups by internal vector id.
+- `schema.py` — Alembic migrations (under a PostgreSQL advisory lock) and the schema check.
 """

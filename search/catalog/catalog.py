@@ -6,13 +6,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, Select, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +24,12 @@ from search.catalog.models import (
     ItemRow,
     JobRow,
     VectorRow,
+)
+from search.catalog.schema import (
+    SchemaMigration,
+    migrate,
+    require_current_schema,
+    schema_revision,
 )
 from search.errors import CollectionExistsError, UnknownCollectionError, UnknownItemError
 from search.filters import Filter
@@ -108,19 +111,28 @@ def create_catalog_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision shipped in the package."""
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("search.catalog") / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-
-
-def open_catalog(url: str) -> Catalog:
+def open_catalog(url: str, *, migrate_on_open: bool = True) -> Catalog:
+    """Open the catalog at `url`; migrate it first, or only check it is migrated."""
     engine = create_catalog_engine(url)
-    migrate(engine)
+    try:
+        if migrate_on_open:
+            migrate(engine)
+        else:
+            require_current_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return Catalog(engine)
+
+
+def migrate_catalog(url: str) -> SchemaMigration:
+    """Migrate the catalog at `url` to the newest revision (safe to run concurrently)."""
+    engine = create_catalog_engine(url)
+    try:
+        before = schema_revision(engine).current
+        return SchemaMigration(before, migrate(engine).head)
+    finally:
+        engine.dispose()
 
 
 class Catalog:

@@ -73,13 +73,13 @@ class Collection:
     """One collection: its catalog rows, media and one `VectorSpace` per modality."""
 
     def __init__(self, info: CollectionInfo, catalog: Catalog, encoder: Encoder,
-                 root: Path, media: MediaStore) -> None:
+                 root: Path, media: MediaStore, *, mmap: bool = False) -> None:
         self.info, self.catalog, self.encoder, self.media = info, catalog, encoder, media
         self.root = Path(root)
         self.spaces = {
             m: VectorSpace(self.root / model_key(encoder.identity) / m.value, dim=info.dim,
                            model=encoder.name, weights=encoder.weights.identity,
-                           spec=info.index_spec)
+                           spec=info.index_spec, mmap=mmap)
             for m in Modality
         }
 
