@@ -29,7 +29,6 @@ from search.catalog.schema import (
     SchemaMigration,
     migrate,
     require_current_schema,
-    schema_revision,
 )
 from search.errors import CollectionExistsError, UnknownCollectionError, UnknownItemError
 from search.filters import Filter
@@ -129,8 +128,7 @@ def migrate_catalog(url: str) -> SchemaMigration:
     """Migrate the catalog at `url` to the newest revision (safe to run concurrently)."""
     engine = create_catalog_engine(url)
     try:
-        before = schema_revision(engine).current
-        return SchemaMigration(before, migrate(engine).head)
+        return migrate(engine)
     finally:
         engine.dispose()
 

@@ -56,7 +56,7 @@ def schema_revision(engine: Engine) -> SchemaRevision:
     return SchemaRevision(current, str(head))
 
 
-def migrate(engine: Engine) -> SchemaRevision:
+def migrate(engine: Engine) -> SchemaMigration:
     """Bring the schema to the newest Alembic revision shipped in the package.
 
     On PostgreSQL the whole upgrade runs under a transaction-scoped advisory lock, so N
@@ -67,9 +67,10 @@ def migrate(engine: Engine) -> SchemaRevision:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                {"key": MIGRATION_LOCK_KEY})
+        before = MigrationContext.configure(connection).get_current_revision()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-    return schema_revision(engine)
+    return SchemaMigration(before, schema_revision(engine).head)
 
 
 def require_current_schema(engine: Engine) -> SchemaRevision:
