@@ -59,7 +59,8 @@ class Services:
         workspace = Workspace.open(settings)
         workspace.encoder()  # the default model: loaded now, not on the first query
         metrics.watch(workspace)
-        refresher = CollectionRefresher(workspace, on_change=metrics.on_reload)
+        refresher = CollectionRefresher(workspace, on_change=metrics.on_reload,
+                                        read_only=config.read_only)
         return cls(settings, config, workspace, Searcher(workspace), refresher, metrics,
                    ImageFetcher(config))
 

@@ -36,27 +36,33 @@ def test_read_only_open_refuses_an_unmigrated_catalog_and_leaves_it_untouched(da
     open_catalog(database_url, migrate_on_open=False).close()
 
 
+def race_migrations(url: str, processes: int) -> tuple[list, list, bool]:
+    """(results, errors, any still running) of `processes` migrate calls started at once."""
+    start, results, errors = threading.Barrier(processes), [], []
+
+    def run() -> None:
+        start.wait()
+        try:
+            results.append(migrate_catalog(url))
+        except Exception as exc:  # noqa: BLE001 - the assertion reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(processes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results, errors, any(thread.is_alive() for thread in threads)
+
+
 @pytest.mark.postgres
 def test_concurrent_migrations_on_postgres_all_succeed(postgres_cluster):
     """Eight processes' worth of migrate calls on one empty database at once: without the
     advisory lock they deadlock or fail on CREATE TABLE (tried: hangs)."""
     for _ in range(3):  # a race may need a few tries to show; the lock makes all pass
         url = postgres_cluster.create_database(f"m_{uuid.uuid4().hex[:12]}")
-        start, results, errors = threading.Barrier(8), [], []
-
-        def run() -> None:
-            start.wait()
-            try:
-                results.append(migrate_catalog(url))
-            except Exception as exc:  # noqa: BLE001 - the assertion reports it
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        assert not any(thread.is_alive() for thread in threads), "migrations deadlocked"
+        results, errors, hung = race_migrations(url, 8)
+        assert not hung, "migrations deadlocked"
         assert not errors, errors
         assert sum(result.changed for result in results) == 1  # exactly one migrated
         assert {result.after for result in results} == {results[0].after}
