@@ -35,8 +35,19 @@ ITEM_UPLOAD_SCHEMA = {
         "image": {"type": "string", "format": "binary"}}}
 
 
+def serving_settings(settings: Settings, config: ApiConfig) -> Settings:
+    """A read-only replica never migrates (that is `xmodal-index migrate`'s job, run once)
+    and maps index versions instead of reading them in, unless told otherwise."""
+    if not config.read_only:
+        return settings
+    defaults = {"migrate_on_open": False, "mmap_index": True}
+    return settings.model_copy(update={key: value for key, value in defaults.items()
+                                       if key not in settings.model_fields_set})
+
+
 def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
     config = config or ApiConfig()
+    settings = serving_settings(settings, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "time and loads the indexes: use one per core")
     parser.add_argument("--home", type=Path, help="XMODAL_HOME (default from settings)")
     parser.add_argument("--read-only", action="store_true",
-                        help="refuse every write endpoint (items, collections)")
+                        help="a replica: refuse every write endpoint, never migrate the "
+                             "catalog (run `xmodal-index migrate` first), map indexes")
     parser.add_argument("--insecure", action="store_true",
                         help="allow writes without XMODAL_API_KEY on a non-loopback address")
     parser.add_argument("--log-level", default="info",
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2 workers x 1 slot served 224 QPS on 1.87 cores, 2 workers x 2 slots 132 on 1.33.
     os.environ.setdefault("XMODAL_API_COMPUTE_THREADS", "1")
     os.environ.setdefault("XMODAL_API_COMPUTE_SLOTS", "1")
+    # Serving maps IVF index versions: workers and replicas on a host share the page cache.
+    os.environ.setdefault("XMODAL_MMAP_INDEX", "true")
     settings, config = Settings(), ApiConfig()
     reason = refusal(args.host, config.read_only, settings.api_key is not None, args.insecure)
     if reason:

@@ -62,7 +62,8 @@ class Services:
         metrics.watch(workspace, searcher.query_cache)
         refresher = CollectionRefresher(  # a read-only replica never rewrites storage
             workspace, on_change=metrics.on_reload,
-            maintain_every_s=None if config.read_only else settings.maintenance_interval_s)
+            maintain_every_s=None if config.read_only else settings.maintenance_interval_s,
+            read_only=config.read_only)
         return cls(settings, config, workspace, searcher, refresher, metrics,
                    ImageFetcher(config))
 

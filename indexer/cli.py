@@ -13,7 +13,15 @@ from rich.console import Console
 
 from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
-from search import MediaMode, SearchMode, Settings, Workspace, XmodalError, maintain
+from search import (
+    MediaMode,
+    SearchMode,
+    Settings,
+    Workspace,
+    XmodalError,
+    maintain,
+    migrate_catalog,
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", type=Path, help="XMODAL_HOME (default from settings)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-media", action="store_true", help="leave media and thumbnails alone")
+    p = sub.add_parser("migrate", help="bring the catalog schema to this release (run once per "
+                                       "release, before serving; safe to run concurrently)")
+    p.add_argument("--home", type=Path, help="XMODAL_HOME (default from settings)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     _train_parsers(sub)
     return parser
 
@@ -195,12 +207,18 @@ def _run_search_eval(args: argparse.Namespace, workspace: Workspace) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings(home=args.home) if args.home else Settings()
+    if args.command == "migrate":  # before Workspace.open, which may refuse an old schema
+        return _print(args, migrate_catalog(settings.resolved_database_url()).as_dict(), 0)
     try:
         workspace = Workspace.open(settings)
         result, code = _run(args, workspace)
     except XmodalError as exc:
         print(f"xmodal-index: {exc}", file=sys.stderr)
         return 2
+    return _print(args, result, code)
+
+
+def _print(args: argparse.Namespace, result: Any, code: int) -> int:
     from indexer import render  # imports the library calls: not needed for --help
 
     if args.json:

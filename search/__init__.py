@@ -15,6 +15,7 @@ by their full paths. The map:
 """
 
 from search import errors
+from search.catalog.catalog import migrate_catalog
 from search.catalog.lookup import ItemRecord, items_by_id
 from search.catalog.models import MAX_EXTERNAL_ID, Modality
 from search.catalog.records import (
@@ -27,6 +28,7 @@ from search.catalog.records import (
     StoredItem,
     VectorRef,
 )
+from search.catalog.schema import SchemaMigration
 from search.collection.backfill import generate_missing, item_seed
 from search.collection.collection import (
     AddReport,
@@ -106,11 +108,11 @@ __all__ = [
     "ImageTooLargeError", "IndexStats", "IndexVersionRecord", "InvalidInputError",
     "InvalidQueryError", "ItemDetail", "ItemFailure", "ItemRecord", "JobRecord",
     "MaintenanceReport", "MediaMode", "MiB", "Modality", "NewItem", "PrepareContext",
-    "PreparedItem", "QueryEmbeddingCache", "QueryPart", "Ranked", "SearchMode", "SearchQuery",
-    "SearchResult", "Searcher", "Settings", "StoragePolicy", "StoredItem", "Target",
-    "UnknownCollectionError", "UnknownItemError", "VectorRef", "Workspace", "XmodalError",
-    "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing", "index_stats",
-    "is_reference", "is_remote_reference", "item_seed", "items_by_id", "load_encoder",
-    "load_generator", "maintain", "parse_facets", "parse_filters", "prepare_or_fail",
-    "read_regular_file", "resolve_device",
+    "PreparedItem", "QueryEmbeddingCache", "QueryPart", "Ranked", "SchemaMigration", "SearchMode",
+    "SearchQuery", "SearchResult", "Searcher", "Settings", "StoragePolicy", "StoredItem",
+    "Target", "UnknownCollectionError", "UnknownItemError", "VectorRef", "Workspace",
+    "XmodalError", "content_hash", "decode_image", "embed_prepared", "errors", "generate_missing",
+    "index_stats", "is_reference", "is_remote_reference", "item_seed", "items_by_id",
+    "load_encoder", "load_generator", "maintain", "migrate_catalog", "parse_facets",
+    "parse_filters", "prepare_or_fail", "read_regular_file", "resolve_device",
 ]

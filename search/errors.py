@@ -114,3 +114,5 @@ class StorageError(XmodalError, OSError):
 
 class CatalogUnavailableError(XmodalError):
     """The catalog database cannot be reached (down, restarting, locked past the timeout)."""
+class CatalogSchemaError(XmodalError):
+    """The catalog's schema is not the revision this code needs (run `xmodal-index migrate`)."""

@@ -36,7 +36,7 @@ from sqlalchemy import select
 from search.catalog.catalog import Catalog
 from search.catalog.models import CollectionRow
 from search.collection.collection import Collection
-from search.collection.locks import collection_write_lock
+from search.collection.locks import collection_read_lock, collection_write_lock
 from search.errors import UnknownCollectionError, XmodalError
 from search.lifecycle import MaintenanceReport, maintain
 from search.vectors.space import VectorSpace
@@ -95,12 +95,15 @@ class RefreshReport:
 class CollectionRefresher:
     """Brings a workspace's cached collections up to date; call it per tick or per request.
 
-    `on_change(name, change)` is told about every change other than UNCHANGED (metrics)."""
+    `on_change(name, change)` is told about every change other than UNCHANGED (metrics).
+    A `read_only` refresher (replicas) waits for writers with a shared lock that writes
+    nothing, so it works on a read-only volume."""
 
     def __init__(self, workspace: Workspace,
                  on_change: Callable[[str, Change], None] | None = None, *,
-                 maintain_every_s: float | None = None) -> None:
+                 maintain_every_s: float | None = None, read_only: bool = False) -> None:
         self.workspace = workspace
+        self._catch_up_lock = collection_read_lock if read_only else collection_write_lock
         self.on_change = on_change or (lambda _name, _change: None)
         # storage maintenance (compaction, media collection) on the same thread; None: off
         self.maintain_every_s = maintain_every_s
@@ -140,7 +143,7 @@ class CollectionRefresher:
             return self._reopen(name, identity)
         if not any(any(space_is_stale(space)) for space in collection.spaces.values()):
             return Change.UNCHANGED  # the common case: no lock, no I/O beyond a listing
-        with collection_write_lock(collection.root):  # a writer's batch lands whole
+        with self._catch_up_lock(collection.root):  # a writer's batch lands whole
             stale = [space_is_stale(space) for space in collection.spaces.values()]
             if any(reopen for reopen, _ in stale):
                 return self._reopen(name, identity)

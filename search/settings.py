@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part for part in value.split(os.pathsep) if part.strip()]
         return value
+    migrate_on_open: bool = Field(
+        default=True, description="Migrate the catalog schema when a process opens it. "
+        "Read-only replicas turn it off and refuse a schema behind the code: run "
+        "`xmodal-index migrate` once per release instead.")
+    mmap_index: bool = Field(
+        default=False, description="Load IVF index versions memory-mapped (processes on a "
+        "host share one page-cache copy); the first write copies the index into memory. "
+        "xmodal-serve turns it on.")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

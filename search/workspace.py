@@ -39,7 +39,8 @@ class Workspace:
     def open(cls, settings: Settings | None = None) -> Workspace:
         settings = settings or Settings()
         settings.home.mkdir(parents=True, exist_ok=True)
-        catalog = open_catalog(settings.resolved_database_url())
+        catalog = open_catalog(settings.resolved_database_url(),
+                               migrate_on_open=settings.migrate_on_open)
         return cls(settings, catalog, MediaStore(settings.media_dir, settings.media_roots))
 
     def encoder(self, model: str | None = None, pretrained: str | None = None) -> Encoder:
@@ -71,7 +72,8 @@ class Workspace:
     def _open_collection(self, info: CollectionInfo) -> Collection:
         encoder = self.encoder(info.model, info.pretrained)
         return Collection(info, self.catalog, encoder, self.settings.collection_dir(info.name),
-                          self.media, StoragePolicy.from_settings(self.settings))
+                          self.media, StoragePolicy.from_settings(self.settings),
+                          mmap=self.settings.mmap_index)
 
     def cached_collections(self) -> dict[str, Collection]:
         """The collections this process has open (a snapshot; see search/live.py)."""

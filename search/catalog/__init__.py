@@ -7,4 +7,5 @@ was done to a collection (jobs, failures, index versions), and the Alembic migra
 - `history.py` — `CatalogHistory`: jobs, failures, index builds.
 - `lookup.py` — read-only item lookups by internal vector id.
 - `records.py` — the typed records the catalog hands out (`ItemDetail`, `JobRecord`, ...).
+- `schema.py` — Alembic migrations (under a PostgreSQL advisory lock) and the schema check.
 """

@@ -6,13 +6,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, Select, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,6 +41,11 @@ from search.catalog.records import (
     ItemDetail,
     StoredItem,
     VectorRef,
+)
+from search.catalog.schema import (
+    SchemaMigration,
+    migrate,
+    require_current_schema,
 )
 from search.errors import (
     CatalogUnavailableError,
@@ -130,19 +132,27 @@ def create_catalog_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision shipped in the package."""
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("search.catalog") / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-
-
-def open_catalog(url: str) -> Catalog:
+def open_catalog(url: str, *, migrate_on_open: bool = True) -> Catalog:
+    """Open the catalog at `url`; migrate it first, or only check it is migrated."""
     engine = create_catalog_engine(url)
-    migrate(engine)
+    try:
+        if migrate_on_open:
+            migrate(engine)
+        else:
+            require_current_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return Catalog(engine)
+
+
+def migrate_catalog(url: str) -> SchemaMigration:
+    """Migrate the catalog at `url` to the newest revision (safe to run concurrently)."""
+    engine = create_catalog_engine(url)
+    try:
+        return migrate(engine)
+    finally:
+        engine.dispose()
 
 
 class Catalog:

@@ -99,7 +99,8 @@ class Collection:
     """One collection: its catalog rows, media and one `VectorSpace` per modality."""
 
     def __init__(self, info: CollectionInfo, catalog: Catalog, encoder: Encoder,
-                 root: Path, media: MediaStore, policy: StoragePolicy | None = None) -> None:
+                 root: Path, media: MediaStore, policy: StoragePolicy | None = None, *,
+                 mmap: bool = False) -> None:
         self.info, self.catalog, self.encoder, self.media = info, catalog, encoder, media
         self.root = Path(root)
         self.policy = policy or StoragePolicy()
@@ -109,7 +110,8 @@ class Collection:
         self.spaces = {
             m: VectorSpace(self.root / model_key(encoder.identity) / m.value, dim=info.dim,
                            model=encoder.name, weights=encoder.weights.identity,
-                           spec=info.index_spec, keep_versions=self.policy.keep_versions)
+                           spec=info.index_spec, keep_versions=self.policy.keep_versions,
+                           mmap=mmap)
             for m in Modality
         }
 

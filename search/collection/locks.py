@@ -38,3 +38,23 @@ def collection_write_lock(root: Path) -> Iterator[None]:
             finally:
                 _held[path] = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def collection_read_lock(root: Path) -> Iterator[None]:
+    """Wait out a writer's batch without writing anything, for read-only replicas (their
+    volume may be mounted read-only): a shared flock on the writer's lock file opened for
+    reading. No lock file means no writer has ever written here. Never take it in a
+    process that also writes: its own exclusive lock would block it."""
+    path = Path(root).resolve() / ".write.lock"
+    try:
+        handle = path.open("r")
+    except FileNotFoundError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

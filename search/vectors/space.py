@@ -17,7 +17,14 @@ from search.vectors.index import (
     search_reranked,
 )
 from search.vectors.store import CompactionPolicy, EmbeddingStore
-from search.vectors.versions import IndexManifest, load_current, prune_versions, write_version
+from search.vectors.versions import (
+    IndexManifest,
+    can_mmap,
+    load_current,
+    prune_versions,
+    read_version_index,
+    write_version,
+)
 
 
 def replay(index: VectorIndex, store: EmbeddingStore, since_seq: int) -> None:
@@ -61,10 +68,13 @@ class VectorSpace:
     """
 
     def __init__(self, root: Path, *, dim: int, model: str, weights: str,
-                 spec: str | None = None, keep_versions: int = 2) -> None:
+                 spec: str | None = None, keep_versions: int = 2,
+                 mmap: bool = False) -> None:
         self.root, self.dim, self.model, self.weights = Path(root), dim, model, weights
         self.fixed_spec = spec  # an explicit FAISS factory string overrides the auto choice
         self.keep_versions = max(1, keep_versions)  # index versions kept on disk
+        self.mmap = mmap  # serve saved versions memory-mapped (read-only) where possible
+        self.mapped = False  # the loaded index is a read-only mapping of its version file
         self.lock = threading.RLock()
         self.store = EmbeddingStore.open(self.root / "embeddings", dim)
         self.index, self.manifest = self._load_or_build()
@@ -77,9 +87,14 @@ class VectorSpace:
     def _load_or_build(self) -> tuple[VectorIndex, IndexManifest | None]:
         try:
             index, manifest = load_current(self.index_dir, model=self.model,
-                                           pretrained=self.weights, dim=self.dim)
+                                           pretrained=self.weights, dim=self.dim,
+                                           mmap=self.mmap)
         except NoIndexError:
             return self._train_from_store(self._target_spec()), None
+        self.mapped = self.mmap and can_mmap(manifest.spec)
+        if self.mapped and self.store.latest_seq != manifest.store_seq:
+            # writes since the version must be replayed, and a mapping cannot take them
+            index, self.mapped = read_version_index(self.index_dir, manifest, mmap=False), False
         replay(index, self.store, manifest.store_seq)  # what came after the saved version
         return index, manifest
 
@@ -100,11 +115,25 @@ class VectorSpace:
         parts = [v[rng.random(len(v)) < keep] for _, v in self.store.live()]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
+    def _materialize(self) -> None:
+        """Swap a mapped index for an in-memory copy before it takes writes: FAISS aborts
+        the process on a write into read-only mapped lists. Caller holds the lock."""
+        if not self.mapped or self.manifest is None:
+            return
+        try:
+            fresh = read_version_index(self.index_dir, self.manifest, mmap=False)
+            replay(fresh, self.store, self.manifest.store_seq)
+        except (NoIndexError, StoreHistoryCompactedError):
+            # the version was pruned or the store compacted since: rebuild from the store
+            fresh = self._train_from_store(self.index.spec)
+        self.index, self.mapped = fresh, False
+
     # -- writes ------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
         with self.lock:  # store and index change together, so rebuild() sees both
+            self._materialize()
             self.seen_seq = self.store.append(ids, vectors)
             self.index.add(ids, vectors)
 
@@ -115,6 +144,7 @@ class VectorSpace:
         if len(ids) == 0 and len(old) == 0:
             return
         with self.lock:
+            self._materialize()
             self.seen_seq = self.store.replace(old, ids, vectors)
             self.index.remove(old)
             if len(ids):
@@ -125,6 +155,7 @@ class VectorSpace:
         if len(ids) == 0:
             return
         with self.lock:
+            self._materialize()
             self.seen_seq = self.store.delete(ids)
             self.index.remove(ids)
 
@@ -133,6 +164,10 @@ class VectorSpace:
         with self.lock:
             self.store.refresh()
             if self.store.latest_seq == self.seen_seq:
+                return
+            if self.mapped:
+                self._materialize()  # replays every operation since the version
+                self.seen_seq = self.store.latest_seq
                 return
             replay(self.index, self.store, self.seen_seq)
             self.seen_seq = self.store.latest_seq
@@ -168,6 +203,7 @@ class VectorSpace:
         if retrain or (retrain is None and self.needs_retrain()):
             return self.rebuild()
         with self.lock:
+            self._materialize()  # a mapping would be written as a reference to its file
             seq = self.store.latest_seq
             self.manifest = write_version(self.index_dir, self.index, model=self.model,
                                           pretrained=self.weights, store_seq=seq)
@@ -185,6 +221,7 @@ class VectorSpace:
                                           pretrained=self.weights,
                                           store_seq=self.store.latest_seq)
             self.index, self.seen_seq = fresh, self.store.latest_seq
+            self.mapped = False
         prune_versions(self.index_dir, keep=self.keep_versions)
         return self.manifest
 

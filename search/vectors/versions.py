@@ -98,6 +98,7 @@ def load_current(
 
     mmap=True maps the inverted lists read-only instead of reading them into RAM
     (several processes then share one page-cache copy); such an index is read-only.
+    Only IVF indexes can be mapped (see `can_mmap`); others are read in whatever `mmap`.
     """
     root = Path(root)
     version = current_version(root)
@@ -108,10 +109,24 @@ def load_current(
     path = root / version / INDEX_FILE
     if _sha256(path) != manifest.checksum:
         raise CorruptIndexError(f"index {path} does not match its manifest checksum")
-    index = VectorIndex.read(path, manifest.spec, mmap=mmap)
+    index = read_version_index(root, manifest, mmap=mmap)
     if index.ntotal != manifest.count or index.dim != manifest.dim:
         raise CorruptIndexError(f"index {path} holds {index.ntotal}x{index.dim}, manifest differs")
     return index, manifest
+
+
+def can_mmap(spec: str) -> bool:
+    """FAISS maps only inverted lists (IO_FLAG_MMAP turns them into read-only
+    OnDiskInvertedLists); a Flat or PQ index without IVF would be read in anyway."""
+    return "IVF" in spec
+
+
+def read_version_index(root: Path, manifest: IndexManifest, *, mmap: bool) -> VectorIndex:
+    """The index file of one version, mapped where `mmap` and the spec allow it."""
+    path = Path(root) / manifest.version / INDEX_FILE
+    if not path.is_file():
+        raise NoIndexError(f"index version {manifest.version} is gone from {root}")
+    return VectorIndex.read(path, manifest.spec, mmap=mmap and can_mmap(manifest.spec))
 
 
 def current_version(root: Path) -> str | None:

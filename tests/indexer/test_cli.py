@@ -9,7 +9,7 @@ import pytest
 from indexer.cli import build_parser, main
 from tests.indexer.conftest import write_catalog
 
-COMMANDS = ["add", "delete", "reindex", "status", "compact"]
+COMMANDS = ["add", "delete", "reindex", "status", "compact", "migrate"]
 
 
 def test_every_command_has_help_and_is_documented(capsys):
