@@ -23,7 +23,8 @@ system:
 
 test: system $(STAMP)
 	# faiss/torch threads spin while idle by default: ruinous on shared cores
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest $(PYTEST_ARGS)
+	# the reliability suite's long parts run in `make reliability`, not here
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "not (slow and reliability)" $(PYTEST_ARGS)
 
 # Reliability suite, slow parts included: hostile inputs, security, faults, load; prints a
 # table and writes JSON to tests/reliability/results/ (the short parts also run in `test`)
