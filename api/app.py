@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
@@ -67,6 +68,10 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes)
+    if config.cors_origins:  # off unless configured: no Access-Control-* headers at all
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["content-type", "x-api-key", "authorization"])
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

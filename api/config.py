@@ -58,6 +58,10 @@ class ApiConfig(BaseSettings):
     image_url_allow_private: bool = Field(
         default=False, description="Allow hosts resolving to private/loopback addresses.")
     image_url_timeout_s: float = Field(default=5.0, gt=0)
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API cross-site (JSON list, e.g. "
+                    '\'["https://shop.example"]\'); empty: no CORS headers at all.')
     preload: bool = Field(default=True, description="Open every collection at startup.")
     generator: str = Field(default="house",
                            description="Image generator behind POST /v1/generate.")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from api import deps
+from api.config import ApiConfig
 from search.models.encoder import HOUSE_MODEL, load_encoder
 from search.settings import Settings
 from tests.api.conftest import API_KEY, WRITE, build_home, open_client
@@ -122,3 +123,23 @@ def test_cors_is_off(secured):
                                   json={"collection": "shop", "text": "fruit"})):
         assert response.status_code == 200
         assert not any(h.startswith("access-control-") for h in response.headers)
+
+
+def test_cors_answers_only_configured_origins(tmp_path, tiny_model: str):
+    settings = Settings(home=tmp_path / "home", model=tiny_model, device="cpu", offline=True)
+    build_home(settings, "shop", catalog_items(4))
+    config = ApiConfig(reload_interval_s=0.1, cors_origins=["https://shop.invalid"])
+    with open_client(settings, config) as client:
+        asked = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"}
+        allowed = client.options("/v1/search", headers={"Origin": "https://shop.invalid",
+                                                        **asked})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.invalid"
+        refused = client.options("/v1/search", headers={"Origin": "https://evil.invalid",
+                                                        **asked})
+        assert "access-control-allow-origin" not in refused.headers
+        search = client.post("/v1/search", headers={"Origin": "https://shop.invalid"},
+                             json={"collection": "shop", "text": "fruit"})
+        assert search.status_code == 200
+        assert search.headers["access-control-allow-origin"] == "https://shop.invalid"
