@@ -5,7 +5,6 @@ the next write. SQLite and PostgreSQL."""
 from datetime import UTC, datetime
 from importlib import resources
 
-import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, column, insert, select, table, text
@@ -13,19 +12,6 @@ from sqlalchemy import JSON, column, insert, select, table, text
 from search.catalog.catalog import ItemInput, create_catalog_engine, open_catalog
 from search.catalog.models import VectorRow
 from search.filters import parse_filters
-
-
-@pytest.fixture
-def catalog(database_url):
-    cat = open_catalog(database_url)
-    yield cat
-    cat.close()
-
-
-@pytest.fixture
-def collection(catalog):
-    return catalog.create_collection("shop", model="m", pretrained=None,
-                                     weights_identity="w", dim=4)
 
 
 def _add(catalog, collection, items):

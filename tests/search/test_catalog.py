@@ -7,20 +7,6 @@ from search.catalog.catalog import ItemInput, ItemState, open_catalog
 from search.errors import CollectionExistsError, UnknownCollectionError
 from search.filters import parse_filters
 
-
-@pytest.fixture
-def catalog(database_url):
-    cat = open_catalog(database_url)
-    yield cat
-    cat.close()
-
-
-@pytest.fixture
-def collection(catalog):
-    return catalog.create_collection("shop", model="m", pretrained=None,
-                                     weights_identity="w", dim=4)
-
-
 PRODUCTS = [
     ItemInput("apple", "red apple", None, {"category": "fruit", "price": 1.5, "organic": True},
               "h-apple"),

@@ -5,23 +5,15 @@ import pytest
 from sqlalchemy import text
 
 from search.catalog import lexical
-from search.catalog.catalog import ItemInput, open_catalog
+from search.catalog.catalog import ItemInput
 from search.catalog.lexical import LexicalSettings
 from search.facets import FacetBucket, parse_facets
 from search.filters import parse_filters
 
 
 @pytest.fixture
-def catalog(database_url):
-    cat = open_catalog(database_url)
-    yield cat
-    cat.close()
-
-
-@pytest.fixture
-def shop(catalog):
-    return catalog.create_collection("shop", model="m", pretrained=None,
-                                     weights_identity="w", dim=4).id
+def shop(collection):
+    return collection.id
 
 
 ITEMS = [
