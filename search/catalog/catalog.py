@@ -269,27 +269,16 @@ class Catalog:
                     reworded.append(row)
             s.add_all(new_rows)
             s.flush()
-            self._index_lexically(s, collection_id, reworded)
+            lexical.index_items(s, collection_id,
+                                [(r.id, r.text, r.attributes) for r in reworded])
             if reindex:  # the attribute index follows items.attributes in one transaction
                 reindex_attributes(s, collection_id, [(r.id, r.attributes) for r in reindex])
                 bump_write_version(s, collection_id)
             return [ItemChange(r.id, r.external_id, st) for r, st in changes]
 
-    def _index_lexically(self, s: Session, collection_id: int, rows: list[ItemRow]) -> None:
-        if not rows:
-            return
-        settings = self._lexical_settings(s, collection_id)
-        lexical.write_documents(s, collection_id, [
-            lexical.document(r.id, r.text, r.attributes, settings) for r in rows])
-
-    @staticmethod
-    def _lexical_settings(s: Session, collection_id: int) -> lexical.LexicalSettings:
-        data = s.scalar(select(CollectionRow.lexical).where(CollectionRow.id == collection_id))
-        return lexical.LexicalSettings.from_json(data)
-
     def lexical_settings(self, collection_id: int) -> lexical.LexicalSettings:
         with self.session() as s:
-            return self._lexical_settings(s, collection_id)
+            return lexical.collection_settings(s, collection_id)
 
     def set_lexical_settings(self, collection_id: int,
                              settings: lexical.LexicalSettings) -> int:
@@ -298,16 +287,7 @@ class Catalog:
         with self.session() as s:
             s.execute(update(CollectionRow).where(CollectionRow.id == collection_id)
                       .values(lexical=settings.to_json()))
-            lexical.delete_collection(s, collection_id)
-            done, last = 0, 0
-            while True:
-                rows = s.scalars(select(ItemRow).where(ItemRow.collection_id == collection_id,
-                                                       ItemRow.id > last)
-                                 .order_by(ItemRow.id).limit(_CHUNK)).all()
-                if not rows:
-                    return done
-                self._index_lexically(s, collection_id, list(rows))
-                done, last = done + len(rows), rows[-1].id
+            return lexical.reindex_collection(s, collection_id)
 
     def mark_active(self, item_ids: Sequence[int]) -> None:
         with self.session() as s:

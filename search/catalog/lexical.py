@@ -220,7 +220,7 @@ _items = table("items", column("id", Integer), column("collection_id", Integer),
 
 def backfill(session: Session, batch: int = 2000) -> int:
     """Index every existing item with its collection's settings; returns the count."""
-    settings = {cid: LexicalSettings.from_json(data) for cid, data in session.execute(
+    settings = {cid: LexicalSettings.from_json(_json_value(data)) for cid, data in session.execute(
         text("SELECT id, lexical FROM collections"))}
     done, last = 0, 0
     while True:
@@ -230,11 +230,48 @@ def backfill(session: Session, batch: int = 2000) -> int:
             return done
         by_collection: dict[int, list[Document]] = {}
         for item_id, cid, item_text, attributes in rows:
-            if isinstance(attributes, str):  # raw JSON text from a Core select on SQLite
-                attributes = json.loads(attributes)
+            attributes = _json_value(attributes)
             by_collection.setdefault(cid, []).append(
                 document(item_id, item_text, attributes, settings.get(cid, LexicalSettings())))
         for cid, docs in by_collection.items():
             write_documents(session, cid, docs)
         done, last = done + len(rows), rows[-1][0]
 
+
+def collection_settings(session: Session, collection_id: int) -> LexicalSettings:
+    data = session.scalar(text("SELECT lexical FROM collections WHERE id = :id"),
+                          {"id": collection_id})
+    return LexicalSettings.from_json(_json_value(data))
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON column read through Core text SQL: a str on SQLite, parsed on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def index_items(session: Session, collection_id: int,
+                items: Sequence[tuple[int, str | None, dict[str, Any] | None]]) -> None:
+    """(Re)write the entries of `(item_id, text, attributes)` with the collection's settings."""
+    if not items:
+        return
+    settings = collection_settings(session, collection_id)
+    write_documents(session, collection_id, [
+        document(item_id, item_text, attributes, settings)
+        for item_id, item_text, attributes in items])
+
+
+def reindex_collection(session: Session, collection_id: int, batch: int = 5000) -> int:
+    """Rebuild one collection's entries (after its settings changed); returns the count."""
+    delete_collection(session, collection_id)
+    done, last = 0, 0
+    while True:
+        rows = session.execute(
+            select(_items.c.id, _items.c.text, _items.c.attributes)
+            .where(_items.c.collection_id == collection_id, _items.c.id > last)
+            .order_by(_items.c.id).limit(batch)).all()
+        if not rows:
+            return done
+        index_items(session, collection_id, [
+            (item_id, item_text, _json_value(attrs))
+            for item_id, item_text, attrs in rows])
+        done, last = done + len(rows), rows[-1][0]
