@@ -1,21 +1,38 @@
 """A query's candidate items: ANN per modality, one hit per item with its image and text
-scores fused exactly, deepened only until no unfetched item can enter the top.
+scores fused exactly (search.fusion), deepened only while an item not met yet could
+still enter the top.
 
-A round costs one ANN search per space (cheap), one ids-only SQL lookup of the owners
-and siblings of vectors not seen before, and one float16 store lookup per modality for
-sibling scores. Item metadata is not read here: the engine joins it once for the page.
+A round costs one ANN search per space, binary searches in the in-memory owner map
+(search.catalog.owners: no SQL beyond its one stamp query per search) and one float16
+store lookup per modality for siblings never scored before. Item metadata is not read
+here: the engine joins it once for the page. When a round falls short, the next depth
+is estimated from the scores seen (how fast each space's scores fall with rank), so the
+worst case (image and text scores that disagree) takes about two rounds, not many.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from search.catalog.models import Modality, Source
+from search.catalog.owners import OwnerMap, OwnerSnapshot
 from search.collection.collection import Collection
+from search.fusion import (
+    Fused,
+    ScorePool,
+    Shapes,
+    eligible_kinds,
+    fuse,
+    item_shapes,
+    score_members,
+    unseen_bound,
+)
 from search.query import SearchQuery, Target
 from search.vectors.index import SearchParams
 from search.vectors.space import VectorSpace
@@ -25,19 +42,19 @@ from search.vectors.space import VectorSpace
 SELECTOR_MAX_SHARE = 0.1
 SELECTOR_MIN_IDS = 20_000
 MAX_OVERFETCH = 32
-# Fused (`target: any`) depth per space: deep enough that items whose image and text
-# scores disagree (weak models, catalogs whose titles and pictures differ) usually
-# complete in one round; each further round fetches FUSION_GROWTH times more.
+# Fused (`target: any`) first depth per space: deep enough that items whose image and
+# text scores agree (a good model) complete in one round.
 FUSION_MIN_FETCH = 128
-FUSION_GROWTH = 4
-MAX_FUSION_FETCH = 4096
+# A deeper round asks for this much more than the scores seen predict (the prediction
+# extrapolates how scores fall with log rank), and at least FUSION_GROWTH times the depth.
+DEPTH_MARGIN = 1.25
+FUSION_GROWTH = 2
 
-Entry = tuple[int, str, str]  # (vector_id, modality, source)
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SpaceHits:
-    scores: dict[int, float]  # vector id -> exact score
+    ids: np.ndarray  # int64 [n], best first
+    scores: np.ndarray  # float32 [n], exact
     floor: float  # every unfetched allowed vector scores at most this; -inf: none left
 
 
@@ -56,105 +73,159 @@ class Ranking:
     considered: int
     ann_ms: float = 0.0
     sql_ms: float = 0.0
+    rounds: int = 0
 
 
 @dataclass
-class _Seen:
-    """What earlier rounds learned; later rounds only add to it."""
+class _Round:
+    """What one query learned so far; a deeper round adds to it."""
 
-    exact: dict[int, float] = field(default_factory=dict)  # vector id -> exact score
-    owner: dict[int, int] = field(default_factory=dict)  # vector id -> item id (-1: gone)
-    members: dict[int, list[Entry]] = field(default_factory=dict)  # item -> its vectors
+    owners: OwnerSnapshot
+    pool: ScorePool = field(default_factory=ScorePool)
+    forced: bool = False  # the owner map was re-read for an id it did not hold
 
 
 def rank_items(collection: Collection, query: SearchQuery, vector: np.ndarray,
                want: int) -> Ranking:
     """Items ranked by fused score, exact for the top `want` (ties aside)."""
     modalities = _modalities(query)
-    fetch = want if len(modalities) == 1 else max(want * 4, FUSION_MIN_FETCH)
-    seen, ranking = _Seen(), Ranking([], 0)
+    started = time.perf_counter()
+    owners = _owner_map(collection)
+    state, ranking = _Round(owners.current()), Ranking([], 0)
+    ranking.sql_ms += _ms_since(started)
+    kinds = eligible_kinds(modalities, query.include_generated)
+    weights = np.array([query.fusion.image_weight, query.fusion.text_weight])
+    shapes = _shapes(collection, state.owners, kinds, modalities)
+    first = want if len(modalities) == 1 else max(want * 4, FUSION_MIN_FETCH)
+    started = time.perf_counter()
+    allowed = {m: allowed_ids(collection, m, query) for m in modalities
+               if collection.spaces[m].count}
+    ranking.sql_ms += _ms_since(started)
+    limits = {m: collection.spaces[m].count if a is None else len(a)
+              for m, a in allowed.items()}
+    depths = {m: min(first, limit) for m, limit in limits.items() if limit}
     while True:
         started = time.perf_counter()
-        found = [search_space(collection, collection.spaces[m], m, query, vector, fetch)
-                 for m in modalities if collection.spaces[m].count]
+        found = {m: search_space(collection.spaces[m], query, vector, d, allowed[m])
+                 for m, d in depths.items()}
         ranking.ann_ms += _ms_since(started)
-        ranking.considered = sum(len(f.scores) for f in found)
-        for hits in found:
-            seen.exact.update(hits.scores)
-        ranking.sql_ms += _learn_owners(collection, query, seen, found)
-        _score_siblings(collection, vector, seen)
-        ranking.items = _fuse_all(seen, query)
-        floor = max((f.floor for f in found), default=-math.inf)
-        if floor == -math.inf or fetch >= MAX_FUSION_FETCH or _complete(ranking.items, want,
-                                                                        floor):
-            return ranking
-        fetch *= FUSION_GROWTH
+        ranking.rounds += 1
+        ranking.considered = sum(len(f.ids) for f in found.values())
+        fused = _fuse_found(collection, owners, state, found, kinds, weights, vector, ranking)
+        floors = np.array([found[m].floor if m in found else -math.inf for m in Modality])
+        target = float(fused.scores[want - 1]) if len(fused) >= want else -math.inf
+        if unseen_bound(floors, weights, shapes) <= target:
+            break
+        deeper = _deeper(found, depths, limits, target)
+        if deeper == depths:
+            break
+        depths = deeper
+    ranking.items = _ranked(fused, want)
+    return ranking
 
 
 def _modalities(query: SearchQuery) -> list[Modality]:
     return list(Modality) if query.target == Target.ANY else [Modality(query.target)]
 
 
-def _complete(items: list[RankedItem], want: int, floor: float) -> bool:
-    """A fused score is a weighted mean, never above the item's best modality score; an
-    unfetched item scores at most `floor` in every space, so it cannot beat this top."""
-    return len(items) >= want and items[want - 1].score >= floor
+def _fuse_found(collection: Collection, owners: OwnerMap, state: _Round,
+                found: dict[Modality, SpaceHits], kinds: np.ndarray, weights: np.ndarray,
+                vector: np.ndarray, ranking: Ranking) -> Fused:
+    """Every item met so far, fused exactly from all its eligible vectors."""
+    ids = np.concatenate([f.ids for f in found.values()] or [np.zeros(0, np.int64)])
+    scores = np.concatenate([f.scores for f in found.values()] or [np.zeros(0, np.float32)])
+    state.pool.add(ids, scores.astype(np.float64))
+    items, known = state.owners.owners(ids)
+    if not known.all() and not state.forced:  # written after the stamp was read
+        started = time.perf_counter()
+        state.owners, state.forced = owners.current(force=True), True
+        ranking.sql_ms += _ms_since(started)
+        items, known = state.owners.owners(ids)
+    items = np.unique(items[known])  # an id still unknown was deleted meanwhile
+    members = state.owners.members_of(items)
+    members[:, ~kinds] = -1
+    member_scores = score_members(members, state.pool, collection.spaces, vector)
+    return fuse(items, members, member_scores, weights)
 
 
-def _learn_owners(collection: Collection, query: SearchQuery, seen: _Seen,
-                  found: list[SpaceHits]) -> float:
-    """Items (and all their vectors) of the vectors not seen before; returns SQL ms."""
-    new = {vid for hits in found for vid in hits.scores if vid not in seen.owner}
-    if not new:
-        return 0.0
-    started = time.perf_counter()
-    groups = collection.catalog.sibling_vectors(sorted(new))
-    elapsed = _ms_since(started)
-    wanted = {m.value for m in _modalities(query)}
-    for item_id, entries in groups.items():
-        for vid, _, _ in entries:
-            seen.owner[vid] = item_id
-        seen.members[item_id] = [e for e in entries if e[1] in wanted and
-                                 (query.include_generated or e[2] != Source.GENERATED.value)]
-    for vid in new - seen.owner.keys():  # deleted since the ANN search
-        seen.owner[vid] = -1
-    return elapsed
+def _ranked(fused: Fused, want: int) -> list[RankedItem]:
+    names = [m.value for m in Modality]
+    out = []
+    for row in range(min(want, len(fused))):
+        per = fused.per_modality[row]
+        matched = int(fused.matched[row])
+        out.append(RankedItem(int(fused.item_ids[row]), float(fused.scores[row]),
+                              names[matched], int(fused.best_vectors[row, matched]),
+                              {names[i]: float(s) for i, s in enumerate(per)
+                               if not np.isnan(s)}))
+    return out
 
 
-def _score_siblings(collection: Collection, vector: np.ndarray, seen: _Seen) -> None:
-    """Exact scores of members not fetched by ANN: one float16 store lookup per modality.
-    A vector missing from the store (deleted meanwhile) leaves its item's entries."""
-    for modality in Modality:
-        ids = np.array([vid for entries in seen.members.values() for vid, m, _ in entries
-                        if m == modality.value and vid not in seen.exact], dtype=np.int64)
-        if not len(ids):
+def _deeper(found: dict[Modality, SpaceHits], depths: dict[Modality, int],
+            limits: dict[Modality, int], target: float) -> dict[Modality, int]:
+    """Depths for the next round: a space whose floor is above the current k-th fused
+    score goes down to about where its scores reach it (predicted from the scores seen);
+    a space already below it, or exhausted, stays (an unmet item must beat the target in
+    some space, so every bound then falls to the target)."""
+    deeper = dict(depths)
+    for modality, depth in depths.items():
+        hits, count = found[modality], limits[modality]
+        if hits.floor == -math.inf or hits.floor <= target or depth >= count:
             continue
-        vectors, ok = collection.spaces[modality].vectors(ids)
-        seen.exact.update(zip(ids[ok].tolist(), (vectors[ok] @ vector).tolist(), strict=True))
-    for item_id, entries in seen.members.items():
-        if any(vid not in seen.exact for vid, _, _ in entries):
-            seen.members[item_id] = [e for e in entries if e[0] in seen.exact]
+        predicted = min(float(count), DEPTH_MARGIN * _predicted_depth(hits.scores, target))
+        deeper[modality] = min(count, max(FUSION_GROWTH * depth, math.ceil(predicted)))
+    return deeper
 
 
-def _fuse_all(seen: _Seen, query: SearchQuery) -> list[RankedItem]:
-    weights = {Modality.IMAGE.value: query.fusion.image_weight,
-               Modality.TEXT.value: query.fusion.text_weight}
-    items = [_fuse(item_id, entries, seen.exact, weights)
-             for item_id, entries in seen.members.items() if entries]
-    return sorted(items, key=lambda r: (-r.score, r.item_id))
+def _predicted_depth(scores: np.ndarray, target: float) -> float:
+    """The rank where these descending scores would reach `target`, extrapolating the
+    slope of score over log rank between a quarter of the depth and the depth (a tail
+    that falls ever faster, as a normal one does, makes this an over-estimate)."""
+    depth = len(scores)
+    if target == -math.inf or depth < 8:
+        return math.inf
+    quarter = max(1, depth // 4)
+    slope = (float(scores[-1]) - float(scores[quarter - 1])) / math.log(depth / quarter)
+    if slope >= 0:
+        return math.inf
+    return depth * math.exp(min(50.0, (target - float(scores[-1])) / slope))
 
 
-def _fuse(item_id: int, entries: list[Entry], exact: dict[int, float],
-          weights: dict[str, float]) -> RankedItem:
-    best: dict[str, int] = {}  # modality -> best vector id
-    for vid, modality, _ in entries:
-        if modality not in best or exact[vid] > exact[best[modality]]:
-            best[modality] = vid
-    per_modality = {m: exact[vid] for m, vid in best.items()}
-    total_weight = sum(weights[m] for m in per_modality) or 1.0
-    score = sum(weights[m] * s for m, s in per_modality.items()) / total_weight
-    matched = max(per_modality, key=lambda m: weights[m] * per_modality[m])
-    return RankedItem(item_id, float(score), matched, best[matched], per_modality)
+# -- the owner map and item shapes, per collection ----------------------------------------
+_MAPS: weakref.WeakKeyDictionary[Collection, OwnerMap] = weakref.WeakKeyDictionary()
+_SHAPES: weakref.WeakKeyDictionary[Collection, dict[tuple, Shapes]] = \
+    weakref.WeakKeyDictionary()
+_MAPS_LOCK = threading.Lock()
+
+
+def _owner_map(collection: Collection) -> OwnerMap:
+    """The collection object's owner map (a reopened or re-modelled collection is a new
+    object, so it never inherits another's map)."""
+    with _MAPS_LOCK:
+        found = _MAPS.get(collection)
+        if found is None:
+            found = _MAPS[collection] = OwnerMap(collection.catalog, collection.info.id)
+        return found
+
+
+def _shapes(collection: Collection, owners: OwnerSnapshot, kinds: np.ndarray,
+            modalities: list[Modality]) -> Shapes:
+    """Item shapes for the bound; a single-modality query needs none of the map."""
+    if len(modalities) == 1:
+        return Shapes(modalities[0] is Modality.IMAGE, modalities[0] is Modality.TEXT, False)
+    seqs = tuple(collection.spaces[m].store.latest_seq for m in Modality)
+    key = (id(owners), owners.version, seqs, kinds.tobytes())
+    with _MAPS_LOCK:
+        cache = _SHAPES.setdefault(collection, {})
+        if key in cache:
+            return cache[key]
+    live = {m: collection.spaces[m].store_ids() for m in Modality}
+    shapes = item_shapes(owners, live, kinds)
+    with _MAPS_LOCK:
+        if len(cache) >= 8:
+            cache.clear()
+        cache[key] = shapes
+    return shapes
 
 
 # -- one space, with filters ---------------------------------------------------------------
@@ -165,31 +236,42 @@ def search_params(query: SearchQuery, allowed: np.ndarray | None = None) -> Sear
                         allowed_ids=allowed)
 
 
-def search_space(collection: Collection, space: VectorSpace, modality: Modality,
-                 query: SearchQuery, vector: np.ndarray, want: int) -> SpaceHits:
-    """The `want` best allowed vectors of one space (filters and sources applied)."""
+def allowed_ids(collection: Collection, modality: Modality, query: SearchQuery
+                ) -> np.ndarray | None:
+    """The vector ids of one space a query may match (filters, sources); None: all."""
     filters, sources = list(query.filters), _sources(query, modality.value)
     if not filters and sources is None:
-        return _ann(space, vector, want, search_params(query))
-    allowed = collection.catalog.allowed_vector_ids(
+        return None
+    return collection.catalog.allowed_vector_ids(
         collection.info.id, modalities=[modality.value], filters=filters, sources=sources)
+
+
+def search_space(space: VectorSpace, query: SearchQuery, vector: np.ndarray, want: int,
+                 allowed: np.ndarray | None) -> SpaceHits:
+    """The `want` best vectors of one space among `allowed` (None: all)."""
+    if allowed is None:
+        return _ann(space, vector, want, search_params(query), space.count)
     if len(allowed) == 0:
-        return SpaceHits({}, -math.inf)
+        return SpaceHits(np.zeros(0, np.int64), np.zeros(0, np.float32), -math.inf)
     if len(allowed) <= max(SELECTOR_MIN_IDS, SELECTOR_MAX_SHARE * space.count):
-        return _ann(space, vector, want, search_params(query, allowed))
+        return _ann(space, vector, want, search_params(query, allowed), len(allowed))
     # Broad filter: over-fetch in proportion to how much it rejects, then keep the allowed.
     factor = min(MAX_OVERFETCH, math.ceil(2 * space.count / len(allowed)))
-    found = _ann(space, vector, want * factor, search_params(query))
-    ids = np.fromiter(found.scores, dtype=np.int64, count=len(found.scores))
-    keep = ids[np.isin(ids, allowed, assume_unique=True)].tolist()
-    return SpaceHits({v: found.scores[v] for v in keep}, found.floor)
+    found = _ann(space, vector, want * factor, search_params(query), space.count)
+    keep = np.isin(found.ids, allowed)
+    return SpaceHits(found.ids[keep], found.scores[keep], found.floor)
 
 
-def _ann(space: VectorSpace, vector: np.ndarray, want: int, params: SearchParams) -> SpaceHits:
+def _ann(space: VectorSpace, vector: np.ndarray, want: int, params: SearchParams,
+         limit: int) -> SpaceHits:
+    """ANN top `want`; `limit`: how many vectors it may return at most (all of them
+    fetched: nothing is left below the floor)."""
     scores, ids = space.search(vector[None, :], want, params)
-    found = {int(i): float(s) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0}
-    floor = min(found.values()) if len(found) >= want else -math.inf
-    return SpaceHits(found, floor)
+    valid = ids[0] >= 0
+    found_ids, found_scores = ids[0][valid], scores[0][valid]
+    exhausted = len(found_ids) < want or want >= limit
+    floor = -math.inf if exhausted or not len(found_ids) else float(found_scores[-1])
+    return SpaceHits(found_ids, found_scores, floor)
 
 
 def _sources(query: SearchQuery, modality: str) -> list[str] | None:

@@ -73,6 +73,12 @@ class Fusion:
     image_weight: float = 1.0
     text_weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        # Fused ranking stops early on a bound that holds only for non-negative weights.
+        for weight in (self.image_weight, self.text_weight):
+            if not 0 <= weight < float("inf"):
+                raise InvalidQueryError("fusion weights must be finite and >= 0")
+
 
 @dataclass(frozen=True)
 class SearchQuery:

@@ -352,24 +352,6 @@ class Catalog:
                     out.setdefault(item_id, []).append((vid, modality, source))
         return out
 
-    def sibling_vectors(self, vector_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str]]]:
-        """Every vector of the items owning these vectors, ids only (no item metadata):
-        item_id -> [(vector_id, modality, source)]. Ids deleted meanwhile are absent.
-
-        On the query path of every fused search: plain SQL with the ids inlined (they are
-        ints), a third of the cost of a compiled statement with hundreds of parameters."""
-        out: dict[int, list[tuple[int, str, str]]] = {}
-        with self.session() as s:
-            connection = s.connection()
-            for chunk in _chunks([int(i) for i in vector_ids]):
-                rows = connection.exec_driver_sql(
-                    "SELECT v2.item_id, v2.id, v2.modality, v2.source FROM vectors v1 "
-                    "JOIN vectors v2 ON v2.item_id = v1.item_id "
-                    f"WHERE v1.id IN ({','.join(map(str, chunk))})")
-                for item_id, vid, modality, source in rows:
-                    out.setdefault(item_id, []).append((vid, modality, source))
-        return out
-
     # -- generated images ------------------------------------------------------------
     def items_needing_generation(self, collection_id: int, *, generator: str, model: str,
                                  limit: int = 1000, after: int = 0) -> list[tuple[int, str, str]]:

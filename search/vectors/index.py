@@ -362,13 +362,23 @@ def search_reranked(
 def _rerank(
     queries: np.ndarray, candidates: np.ndarray, store: EmbeddingStore, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    unique, inverse = np.unique(candidates.ravel(), return_inverse=True)
+    # Only real candidates are read and scored: a deep search (fused queries ask for
+    # thousands) pads most of its k * rerank_factor slots with -1 once the probed lists
+    # run out, and gathering a row per slot cost ten times the useful work.
+    valid = candidates >= 0  # [n, c]
+    rows = np.nonzero(valid)[0]  # query of each valid slot
+    unique, inverse = np.unique(candidates[valid], return_inverse=True)
     vectors, found = store.get(unique)  # [u, dim], [u]
-    inverse = inverse.reshape(candidates.shape)  # [n, c]
-    exact = np.matmul(vectors[inverse], queries[:, :, None])[..., 0]  # [n, c]
-    exact[~found[inverse] | (candidates < 0)] = -np.inf
+    # einsum, not BLAS: OpenBLAS wakes its threads even for one matrix-vector product,
+    # which costs 10x the product itself on a busy 2-core machine.
+    if len(queries) == 1:
+        values = np.einsum("ud,d->u", vectors, queries[0])[inverse]
+    else:
+        values = np.einsum("id,id->i", vectors[inverse], queries[rows])
+    exact = np.full(candidates.shape, -np.inf, dtype=np.float32)  # [n, c]
+    exact[valid] = np.where(found[inverse], values, -np.inf)
     order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-    scores = np.take_along_axis(exact, order, axis=1).astype(np.float32)
+    scores = np.take_along_axis(exact, order, axis=1)
     ids = np.take_along_axis(candidates, order, axis=1)
     ids[np.isneginf(scores)] = -1
     return scores, ids

@@ -183,6 +183,24 @@ def as_ids(ids: np.ndarray | list[int]) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def float32_rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`vectors[rows]` (float16) as float32, bit for bit what numpy gives.
+
+    torch converts about 20x faster (numpy has no SIMD path for float16 here: 3 ms
+    against 0.1 ms for 3,000 512-d rows, which a deep fused query reads per round), and
+    on the calling thread only: a second intra-op thread costs more than it saves on
+    a copy this short, and far more on a busy machine."""
+    import torch  # the engine has it loaded already; the store module stays light
+
+    half = np.ascontiguousarray(vectors[rows])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.from_numpy(half).float().numpy()
+    finally:
+        torch.set_num_threads(before)
+
+
 def _events(shards: tuple[_Shard, ...]) -> Iterator[tuple[np.ndarray, int, np.ndarray, bool]]:
     """(ids, shard position, rows, is a deletion) in replay order."""
     for i, s in enumerate(shards):
@@ -275,10 +293,10 @@ class EmbeddingStore:
         shard, row = view.lookup.shard[pos], view.lookup.row[pos]
         # one fancy read per shard touched, never one per id
         for s in np.unique(shard[found]):
-            sel = found & (shard == s)
+            sel = np.flatnonzero(found & (shard == s))
             vectors = view.shards[s].vectors
             assert vectors is not None  # lookup only points into add/snap shards
-            out[sel] = vectors[row[sel]]
+            out[sel] = float32_rows(vectors, row[sel])
         return out, found
 
     def live_ids(self) -> np.ndarray:

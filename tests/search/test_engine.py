@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 from search import candidates as candidates_module
+from search.catalog import owners as owners_module
+from search.catalog.owners import OwnerMap
 from search.collection.collection import NewItem
 from search.engine import Searcher
 from search.errors import (
@@ -54,7 +56,7 @@ _CACHE = {}
 
 def _truth(shop, query_vector, target, items=ITEMS, fusion=DEFAULT_FUSION):
     """Expected (external_id, score) ranking computed without the index."""
-    key = (id(shop.encoder), tuple(i.external_id for i in items))
+    key = (id(shop.encoder), tuple((i.external_id, i.text, i.image) for i in items))
     if key not in _CACHE:
         _CACHE.clear()
         _CACHE[key] = _item_vectors(shop.encoder, items)
@@ -64,8 +66,9 @@ def _truth(shop, query_vector, target, items=ITEMS, fusion=DEFAULT_FUSION):
     for external_id, vectors in _CACHE[key].items():
         per = {m: float(v @ query_vector) for m, v in vectors.items() if m in wanted}
         if per:
-            scores[external_id] = sum(weights[m] * s for m, s in per.items()) / sum(
-                weights[m] for m in per)
+            # an item whose only modality has weight 0 scores 0, as the engine does
+            scores[external_id] = sum(weights[m] * s for m, s in per.items()) / (sum(
+                weights[m] for m in per) or 1.0)
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
@@ -281,25 +284,109 @@ def test_fused_top_k_equals_exhaustive_fusion_at_any_depth(workspace, shop, monk
                                    atol=2e-3)
 
 
-def test_fused_query_joins_ids_once_and_metadata_for_the_page_only(workspace, shop,
-                                                                   monkeypatch):
-    catalog = shop.catalog
-    calls = {"siblings": 0, "infos": []}
-    siblings, infos = catalog.sibling_vectors, catalog.vector_infos
+def test_fused_query_reads_owners_from_memory_and_metadata_for_the_page_only(
+        workspace, shop, monkeypatch):
+    """Siblings come from the in-memory owner map: read whole once, then only the
+    collection's write stamp per search, and only new rows after a write."""
+    calls = {"rows": [], "infos": []}
+    rows_after, infos = OwnerMap._rows_after, shop.catalog.vector_infos
 
-    def count_siblings(ids):
-        calls["siblings"] += 1
-        return siblings(ids)
+    def count_rows(self, after):
+        rows = rows_after(self, after)
+        calls["rows"].append(len(rows))
+        return rows
 
     def count_infos(ids):
         calls["infos"].append(len(ids))
         return infos(ids)
 
-    monkeypatch.setattr(catalog, "sibling_vectors", count_siblings)
-    monkeypatch.setattr(catalog, "vector_infos", count_infos)
-    result = Searcher(workspace).search(SearchQuery.text("shop", "clothes", k=5))
-    assert len(result.hits) == 5
-    assert calls == {"siblings": 1, "infos": [5]}
+    monkeypatch.setattr(OwnerMap, "_rows_after", count_rows)
+    monkeypatch.setattr(shop.catalog, "vector_infos", count_infos)
+    monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 1)  # several rounds
+    searcher = Searcher(workspace)
+    for text in ("clothes", "fruit number 3", "toys"):
+        assert len(searcher.search(SearchQuery.text("shop", text, k=5)).hits) == 5
+    vectors = shop.stats().vectors
+    assert calls == {"rows": [vectors], "infos": [5, 5, 5]}
+    shop.add_items([NewItem("late", text="late clothes", image=png_bytes(901))])
+    searcher.search(SearchQuery.text("shop", "clothes", k=5))
+    assert calls["rows"] == [vectors, 2]  # the new item's two vectors only
+
+
+def _both_items(n):
+    return [NewItem(f"b{i}", text=f"thing {i} number {i * 13 % 31}", image=png_bytes(300 + i),
+                    attributes={"rank": i}) for i in range(n)]
+
+
+@pytest.mark.parametrize("fusion", [Fusion(), Fusion(3.0, 1.0), Fusion(1.0, 0.0)])
+def test_fused_exact_when_every_item_has_both_modalities(workspace, monkeypatch, fusion):
+    """With no single-modality item the bound on unmet items is the weighted mean of
+    the floors (far tighter than the higher floor); an item that loses its image makes
+    the collection hold text-only items again, and the bound must follow."""
+    monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 1)
+    monkeypatch.setattr(candidates_module, "FUSION_GROWTH", 2)
+    items = _both_items(40)
+    collection = workspace.create_collection("pairs")
+    collection.add_items(items)
+    searcher = Searcher(workspace)
+    for round_ in ("all both", "some text-only"):
+        for text in ("thing 3", "number 7 thing", "other"):
+            query = SearchQuery.text("pairs", text, k=6, fusion=fusion)
+            truth = _truth(collection, collection.encoder.encode_texts([text])[0],
+                           Target.ANY, items, fusion)
+            assert _ids(searcher.search(query)) == [e for e, _ in truth[:6]], (round_, text)
+        # three items keep their text and lose their image (an update without one)
+        changed = [NewItem(i.external_id, text=i.text, attributes=i.attributes)
+                   for i in items[5:8]]
+        collection.add_items(changed)
+        items = items[:5] + changed + items[8:]
+
+
+def test_fused_exact_after_writes_the_map_has_not_seen(workspace, shop, monkeypatch):
+    """Items added, re-imaged, stripped of a modality and deleted after the owner map
+    was built: the next fused search ranks the collection as it is now."""
+    monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 1)
+    searcher = Searcher(workspace)
+    searcher.search(SearchQuery.text("shop", "fruit", k=5))  # builds the map
+    added = [NewItem(f"n{i}", text=f"fruit number {i}", image=png_bytes(700 + i),
+                     attributes={"category": "fruit", "price": 1.0, "rank": 100 + i})
+             for i in range(6)]
+    reimaged = NewItem("p0", text=ITEMS[0].text, image=png_bytes(999),
+                       attributes=ITEMS[0].attributes)
+    text_only = NewItem("p2", text=ITEMS[2].text, attributes=ITEMS[2].attributes)
+    shop.add_items([*added, reimaged, text_only])
+    shop.delete_items(["p4", "p6"])
+    now = [reimaged, ITEMS[1], text_only, ITEMS[3], ITEMS[5], *ITEMS[7:], *added]
+    for text in ("fruit number 3", "toys", "product"):
+        truth = _truth(shop, shop.encoder.encode_texts([text])[0], Target.ANY, now)
+        result = searcher.search(SearchQuery.text("shop", text, k=12))
+        assert _ids(result) == [e for e, _ in truth[:12]], text
+
+
+def test_fused_search_meets_vectors_written_after_its_stamp(workspace, shop, monkeypatch):
+    """A vector the map does not hold (written between the stamp query and the ANN
+    search) makes the search re-read the new rows once instead of dropping its item."""
+    monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 1)
+    searcher = Searcher(workspace)
+    searcher.search(SearchQuery.text("shop", "fruit", k=5))
+    monkeypatch.setattr(owners_module, "write_version", lambda session, collection_id: 0)
+    searcher.search(SearchQuery.text("shop", "fruit", k=5))  # the map now holds stamp 0
+    added = [NewItem(f"n{i}", text=f"fruit number {i}", image=png_bytes(700 + i))
+             for i in range(8)]
+    shop.add_items(added)  # the stamp (frozen at 0) does not move
+    now = [*ITEMS, *added]
+    for text in ("fruit number 3", "fruit number 5"):
+        truth = _truth(shop, shop.encoder.encode_texts([text])[0], Target.ANY, now)
+        result = searcher.search(SearchQuery.text("shop", text, k=20))
+        assert _ids(result) == [e for e, _ in truth[:20]], text
+        assert {"n3", "n5"} & set(_ids(result))
+
+
+def test_fusion_weights_must_be_non_negative():
+    with pytest.raises(InvalidQueryError):
+        Fusion(image_weight=-1.0)
+    with pytest.raises(InvalidQueryError):
+        Fusion(text_weight=float("nan"))
 
 
 @pytest.mark.parametrize("selective", [True, False])
