@@ -92,6 +92,7 @@ class Services:
         for name in names:
             try:
                 self.workspace.collection(name)
+                self.searcher.warm(name)
                 self.loading[name] = "loaded"
             except XmodalError as exc:
                 log.error("could not open collection %r: %s", name, exc)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from search.catalog.catalog import Catalog
 from search.catalog.models import Modality, Source
 from search.catalog.owners import OwnerMap, OwnerSnapshot
 from search.collection.collection import Collection
@@ -90,7 +91,7 @@ def rank_items(collection: Collection, query: SearchQuery, vector: np.ndarray,
     """Items ranked by fused score, exact for the top `want` (ties aside)."""
     modalities = _modalities(query)
     started = time.perf_counter()
-    owners = _owner_map(collection)
+    owners = owner_map(collection)
     state, ranking = _Round(owners.current()), Ranking([], 0)
     ranking.sql_ms += _ms_since(started)
     kinds = eligible_kinds(modalities, query.include_generated)
@@ -192,19 +193,21 @@ def _predicted_depth(scores: np.ndarray, target: float) -> float:
 
 
 # -- the owner map and item shapes, per collection ----------------------------------------
-_MAPS: weakref.WeakKeyDictionary[Collection, OwnerMap] = weakref.WeakKeyDictionary()
-_SHAPES: weakref.WeakKeyDictionary[Collection, dict[tuple, Shapes]] = \
-    weakref.WeakKeyDictionary()
+# Per catalog and collection id, not per Collection object: a collection reopened on a
+# new index version (every save by a writer) keeps its map; the map's stamp tells a
+# collection dropped and created again under the same id.
+_MAPS: weakref.WeakKeyDictionary[Catalog, dict[int, OwnerMap]] = weakref.WeakKeyDictionary()
+_SHAPES: dict[tuple, Shapes] = {}
 _MAPS_LOCK = threading.Lock()
 
 
-def _owner_map(collection: Collection) -> OwnerMap:
-    """The collection object's owner map (a reopened or re-modelled collection is a new
-    object, so it never inherits another's map)."""
+def owner_map(collection: Collection) -> OwnerMap:
+    """The collection's owner map (built on its first `current()`: `Searcher.warm`)."""
     with _MAPS_LOCK:
-        found = _MAPS.get(collection)
+        maps = _MAPS.setdefault(collection.catalog, {})
+        found = maps.get(collection.info.id)
         if found is None:
-            found = _MAPS[collection] = OwnerMap(collection.catalog, collection.info.id)
+            found = maps[collection.info.id] = OwnerMap(collection.catalog, collection.info.id)
         return found
 
 
@@ -213,18 +216,19 @@ def _shapes(collection: Collection, owners: OwnerSnapshot, kinds: np.ndarray,
     """Item shapes for the bound; a single-modality query needs none of the map."""
     if len(modalities) == 1:
         return Shapes(modalities[0] is Modality.IMAGE, modalities[0] is Modality.TEXT, False)
-    seqs = tuple(collection.spaces[m].store.latest_seq for m in Modality)
-    key = (id(owners), owners.version, seqs, kinds.tobytes())
+    stores = tuple((str(collection.spaces[m].store.path), collection.spaces[m].store.latest_seq)
+                   for m in Modality)  # the store's state: the path names the model
+    key = (id(collection.catalog), collection.info.id, owners.stamp, owners.max_vector_id,
+           stores, kinds.tobytes())
     with _MAPS_LOCK:
-        cache = _SHAPES.setdefault(collection, {})
-        if key in cache:
-            return cache[key]
+        if key in _SHAPES:
+            return _SHAPES[key]
     live = {m: collection.spaces[m].store_ids() for m in Modality}
     shapes = item_shapes(owners, live, kinds)
     with _MAPS_LOCK:
-        if len(cache) >= 8:
-            cache.clear()
-        cache[key] = shapes
+        if len(_SHAPES) >= 64:
+            _SHAPES.clear()
+        _SHAPES[key] = shapes
     return shapes
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from search import hybrid
-from search.candidates import RankedItem, rank_items
+from search.candidates import RankedItem, owner_map, rank_items
 from search.catalog.catalog import VectorInfo
 from search.catalog.models import Modality
 from search.collection.collection import Collection
@@ -33,6 +33,11 @@ class Searcher:
         """Run the query in its mode (vector, keyword or hybrid; see search.hybrid)."""
         collection = self.workspace.collection(query.collection)
         return hybrid.run(query, collection, self.vector_search)
+
+    def warm(self, name: str) -> None:
+        """Read what a collection's first query would otherwise read (its vector owner
+        map: about a second per million vectors), e.g. while a server preloads."""
+        owner_map(self.workspace.collection(name)).current()
 
     def vector_search(self, query: SearchQuery) -> SearchResult:
         timings: dict[str, float] = {}

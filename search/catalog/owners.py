@@ -5,9 +5,10 @@ SQL for the siblings of thousands of ANN hits cost most of such a query (issue 1
 of 319 ms on 2,000 items, more per round on 100k); this map answers with two binary
 searches over numpy arrays.
 
-Kept current by the collection's `write_version`, which every insert of vector rows
-bumps in its own transaction: one tiny stamp query per search, and when the stamp moved,
-one query for the rows above the highest id held. Vector ids grow and are never reused,
+Kept current by the collection's stamp: its `write_version`, which every insert of
+vector rows bumps in its own transaction, and its creation time (a collection dropped
+and created again may get the same id). One tiny stamp query per search; when the stamp
+moved, one query for the rows above the highest id held. Vector ids grow and are never reused,
 and a collection's rows are written under its write lock, so they commit in id order.
 Rows deleted since stay in the map: a deleted vector is gone from the embedding store,
 and the query path drops any member the store cannot find (see `search.fusion`).
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
+from sqlalchemy import select
 
-from search.catalog.attributes import write_version
 from search.catalog.catalog import Catalog
-from search.catalog.models import Modality, Source
+from search.catalog.models import CollectionRow, Modality, Source
 
 # A vector's kind: its column in `OwnerSnapshot.members` (an item has at most one vector
 # per modality and source: the catalog's unique constraint).
@@ -31,6 +33,8 @@ KINDS = ((Modality.IMAGE, Source.ORIGINAL), (Modality.IMAGE, Source.GENERATED),
 # Rebuild from scratch once the rows read as deltas outnumber those of the last full read:
 # bounds the dead rows (replaced vectors) the map carries.
 REBUILD_AFTER_SHARE = 1.0
+_FETCH_BATCH = 65_536  # rows held as Python tuples at once while reading
+Stamp = tuple[str, int]  # (the collection's creation time, its write_version)
 
 _ROWS_SQL = (  # kind computed by SQL, so rows land in one int64 array without a Python loop
     "SELECT id, item_id, "
@@ -44,7 +48,7 @@ class OwnerSnapshot:
     """The vector -> item and item -> vectors maps as of one `write_version`. Immutable:
     a search keeps the snapshot it started with while a refresh builds the next."""
 
-    version: int
+    stamp: Stamp | None  # None: never read
     vector_ids: np.ndarray  # int64 [v], sorted
     vector_items: np.ndarray  # int64 [v], the owning item of each
     item_ids: np.ndarray  # int64 [i], sorted
@@ -52,9 +56,9 @@ class OwnerSnapshot:
     delta_rows: int = 0  # rows added by deltas since the last full read
 
     @classmethod
-    def empty(cls, version: int = -1) -> OwnerSnapshot:
+    def empty(cls, stamp: Stamp | None = None) -> OwnerSnapshot:
         none = np.zeros(0, np.int64)
-        return cls(version, none, none, none, np.zeros((0, len(KINDS)), np.int64))
+        return cls(stamp, none, none, none, np.zeros((0, len(KINDS)), np.int64))
 
     @property
     def max_vector_id(self) -> int:
@@ -73,7 +77,7 @@ class OwnerSnapshot:
         rows[self.item_ids[pos] != item_ids] = -1
         return rows
 
-    def with_rows(self, version: int, rows: np.ndarray, full: bool = False) -> OwnerSnapshot:
+    def with_rows(self, stamp: Stamp, rows: np.ndarray, full: bool = False) -> OwnerSnapshot:
         """This map plus `rows` (int64 [r, 3]: vector id, item id, kind; ids ascending and
         above every id held)."""
         rows = rows[rows[:, 2] >= 0]  # modalities or sources this map does not know
@@ -82,7 +86,7 @@ class OwnerSnapshot:
         members[np.searchsorted(items, self.item_ids)] = self.members
         # rows come in id order, so a later (newer) vector of the same kind wins
         members[np.searchsorted(items, rows[:, 1]), rows[:, 2]] = rows[:, 0]
-        return OwnerSnapshot(version, np.concatenate([self.vector_ids, rows[:, 0]]),
+        return OwnerSnapshot(stamp, np.concatenate([self.vector_ids, rows[:, 0]]),
                              np.concatenate([self.vector_items, rows[:, 1]]), items, members,
                              0 if full else self.delta_rows + len(rows))
 
@@ -107,26 +111,40 @@ class OwnerMap:
     def current(self, force: bool = False) -> OwnerSnapshot:
         """The map as of the catalog's current stamp: one stamp query; rows only when
         it moved (or `force`: a search met a vector id the map does not hold yet)."""
-        with self.catalog.session() as session:
-            version = write_version(session, self.collection_id)
+        stamp = self._stamp()
         held = self._snapshot
-        if held.version == version and not force:
+        if held.stamp == stamp and not force:
             return held
         with self._lock:
             held = self._snapshot
-            if held.version != version or force:
-                self._snapshot = self._refreshed(held, version)
+            if stamp is None:  # the collection is gone: hold nothing
+                self._snapshot = OwnerSnapshot.empty()
+            elif held.stamp != stamp or force:
+                self._snapshot = self._refreshed(held, stamp)
             return self._snapshot
 
-    def _refreshed(self, held: OwnerSnapshot, version: int) -> OwnerSnapshot:
-        full = held.version < 0 or held.delta_rows > REBUILD_AFTER_SHARE * max(
-            len(held.vector_ids) - held.delta_rows, 1)
+    def _stamp(self) -> Stamp | None:
+        with self.catalog.session() as session:
+            row = session.execute(select(CollectionRow.created_at, CollectionRow.write_version)
+                                  .where(CollectionRow.id == self.collection_id)).first()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def _refreshed(self, held: OwnerSnapshot, stamp: Stamp) -> OwnerSnapshot:
+        full = held.stamp is None or held.stamp[0] != stamp[0] or (
+            held.delta_rows > REBUILD_AFTER_SHARE * max(len(held.vector_ids) - held.delta_rows,
+                                                        1))
         base = OwnerSnapshot.empty() if full else held
         rows = self._rows_after(base.max_vector_id)
-        return base.with_rows(version, rows, full=full)
+        return base.with_rows(stamp, rows, full=full)
 
     def _rows_after(self, after: int) -> np.ndarray:
         sql = _ROWS_SQL.format(collection=int(self.collection_id), after=int(after))
+        parts = [np.zeros(0, np.int64)]
         with self.catalog.session() as session:
-            rows = session.connection().exec_driver_sql(sql).fetchall()
-        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+            # the driver's cursor, in batches: SQLAlchemy's row objects cost 3x the query
+            # (and np.array on them probes each for the array protocol: 18 s for 200k)
+            cursor = session.connection().exec_driver_sql(sql).cursor
+            while batch := cursor.fetchmany(_FETCH_BATCH):
+                parts.append(np.fromiter(chain.from_iterable(batch), dtype=np.int64,
+                                         count=3 * len(batch)))
+        return np.concatenate(parts).reshape(-1, 3)

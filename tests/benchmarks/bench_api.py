@@ -2,7 +2,7 @@
 
     python -m tests.benchmarks.bench_api [--n 1000000] [--model house|ViT-B-32]
         [--requests 400] [--concurrency 1,8,32] [--targets image,any] [--options all]
-        [--filters] [--image-requests 40] [--zipf 2000] [--workers 2]
+        [--filters] [--image-requests 40] [--zipf 2000] [--fusion 200] [--workers 2]
 
 Builds (once; cached under --home) a collection of `n` items, each with an image and a
 text vector (independent clustered unit vectors, no model run; the engine's automatic
@@ -13,8 +13,10 @@ text tower runs) per target and concurrency level. Queries go through the real e
 (`--model ViT-B-32`: random weights, the same compute as real ones).
 
 With the default option it also measures: image uploads (800x800 JPEG, c=1), filtered
-queries (`--filters`: selective 1 %, broad 30 %, range), and a Zipf query stream (s=1.1
-over 10,000 distinct queries) with the query cache's hit rate from /metrics.
+queries (`--filters`: selective 1 %, broad 30 %, range), a Zipf query stream (s=1.1
+over 10,000 distinct queries) with the query cache's hit rate from /metrics, and
+(`--fusion`) vector queries for `image` and `any` side by side: the fused default
+target's own cost on the worst case, image and text vectors that never agree.
 
 Reports p50/p95/p99 latency, QPS and server CPU per query, checks the goals and writes
 JSON under tests/benchmarks/results/. Not a test; `--n 100000` gives a quicker run.
@@ -52,6 +54,7 @@ GOAL_QPS_SHARE = 0.8
 GOALS_MS = {"ViT-B-32": (20.0, 40.0), "house": (8.0, 40.0)}
 GOAL_IMAGE_P50_MS = {"ViT-B-32": 70.0}
 GOAL_FILTERED_RATIO = 2.0
+GOAL_FUSED_RATIO = 2.0  # fused `any` close to one round: at most 2x a one-space query
 WORDS = ["red", "blue", "green", "black", "white", "leather", "cotton", "wooden", "running",
          "summer", "winter", "vintage", "small", "large", "soft", "striped", "shoe", "jacket",
          "lamp", "chair", "mug", "backpack", "watch", "dress", "sofa", "bicycle", "camera",
@@ -101,6 +104,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--filters", action="store_true", help="filtered queries too")
     parser.add_argument("--image-requests", type=int, default=40, help="0: none")
     parser.add_argument("--zipf", type=int, default=0, help="Zipf stream length; 0: none")
+    parser.add_argument("--fusion", type=int, default=0,
+                        help="vector queries per target (image, any) without the encoder: "
+                             "the cost of fused `any` on its own; 0: none")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="xmodal-serve --workers (default: one per core)")
     parser.add_argument("--k", type=int, default=10)
@@ -291,11 +297,45 @@ def run_option(option: str, server: Server, args: argparse.Namespace, texts: Tex
                 payloads = bodies(texts.take(args.requests), target, args.k, spec, args.mode)
                 levels.append(measure(server, (option, f"filter: {name}", target), 1,
                                       payloads))
+    if args.fusion:
+        levels += measure_fusion(server, option, args)
     if args.zipf:
         stream = zipf_texts(args.zipf, args.seed)
         level = measure(server, (option, "zipf s=1.1 / 10k", "any"), 1,
                         bodies(stream, "any", args.k, mode=args.mode))
         levels.append(replace(level, cache_hit_rate=replayed_hit_rate(stream, args.workers)))
+    return levels
+
+
+# -- fused `target: any` against `target: image`, encoder left out ----------------------
+def vector_bodies(count: int, dim: int, seed: int, target: str, k: int) -> list[bytes]:
+    """Query vectors unrelated to the collection's clusters, as a random-weights text
+    tower's are: no item's image and text agree on them (the worst case for fusion)."""
+    from tests.utils.synthetic import clustered_unit_vectors
+
+    vectors = clustered_unit_vectors(count, dim, seed=seed + 7_919)
+    return [json.dumps({"collection": COLLECTION, "vector": [round(float(x), 6) for x in v],
+                        "target": target, "k": k}).encode() for v in vectors]
+
+
+def measure_fusion(server: Server, option: str, args: argparse.Namespace) -> list[Level]:
+    """`vector` queries at concurrency 1, `image` then `any`, the same vectors: what the
+    default fused target costs over one space, with nothing else in the way. The
+    collection's image and text vectors are independent (api_corpus), so scores of an
+    item's two modalities never agree."""
+    import httpx
+
+    url = f"http://{server.host}:{server.port}/v1/collections/{COLLECTION}"
+    dim = int(httpx.get(url, timeout=30).json()["dim"])
+    levels = []
+    for target in ("image", "any"):
+        payloads = vector_bodies(args.fusion + 5, dim, args.seed, target, args.k)
+        measure(server, (option, "warm-up", target), 1, payloads[:5])
+        levels.append(measure(server, (option, "vector (fusion)", target), 1, payloads[5:]))
+    image, fused = levels
+    print(f"  fused any / image p50: {fused.p50_ms / max(image.p50_ms, 1e-9):.2f}x "
+          f"(ann {fused.ann_ms:.1f} vs {image.ann_ms:.1f} ms, sql {fused.sql_ms:.1f} vs "
+          f"{image.sql_ms:.1f} ms)", flush=True)
     return levels
 
 
@@ -342,6 +382,11 @@ def goals(levels: list[Level], model: str, cores: int) -> dict[str, dict]:
             if lv.scenario.startswith("filter") and lv.target == target:
                 result[f"{lv.scenario} {target} p50 / unfiltered"] = _check(
                     lv.p50_ms / single.p50_ms, GOAL_FILTERED_RATIO)
+    fused, single = find.get(("vector (fusion)", "any", 1)), find.get(("vector (fusion)",
+                                                                        "image", 1))
+    if fused is not None and single is not None:
+        result["fused any / image p50 (vector queries)"] = _check(
+            fused.p50_ms / max(single.p50_ms, 1e-9), GOAL_FUSED_RATIO)
     upload = find.get(("image upload", "any", 1))
     if upload is not None and model in GOAL_IMAGE_P50_MS:
         result["image upload p50"] = _check(upload.p50_ms, GOAL_IMAGE_P50_MS[model])

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from search import candidates as candidates_module
-from search.catalog import owners as owners_module
 from search.catalog.owners import OwnerMap
 from search.collection.collection import NewItem
 from search.engine import Searcher
@@ -369,17 +368,45 @@ def test_fused_search_meets_vectors_written_after_its_stamp(workspace, shop, mon
     monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 1)
     searcher = Searcher(workspace)
     searcher.search(SearchQuery.text("shop", "fruit", k=5))
-    monkeypatch.setattr(owners_module, "write_version", lambda session, collection_id: 0)
+    frozen = OwnerMap._stamp(candidates_module.owner_map(shop))
+    monkeypatch.setattr(OwnerMap, "_stamp", lambda self: frozen)
     searcher.search(SearchQuery.text("shop", "fruit", k=5))  # the map now holds stamp 0
     added = [NewItem(f"n{i}", text=f"fruit number {i}", image=png_bytes(700 + i))
              for i in range(8)]
-    shop.add_items(added)  # the stamp (frozen at 0) does not move
+    shop.add_items(added)  # the stamp (frozen) does not move
     now = [*ITEMS, *added]
     for text in ("fruit number 3", "fruit number 5"):
         truth = _truth(shop, shop.encoder.encode_texts([text])[0], Target.ANY, now)
         result = searcher.search(SearchQuery.text("shop", text, k=20))
         assert _ids(result) == [e for e, _ in truth[:20]], text
         assert {"n3", "n5"} & set(_ids(result))
+
+
+def test_a_collection_created_again_under_the_same_id_gets_a_fresh_map(workspace, shop,
+                                                                       monkeypatch):
+    monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 1)
+    searcher = Searcher(workspace)
+    searcher.warm("shop")
+    old_id = shop.info.id
+    workspace.drop_collection("shop")
+    again = workspace.create_collection("shop")
+    items = _both_items(30)
+    again.add_items(items)
+    for text in ("thing 4", "product"):
+        truth = _truth(again, again.encoder.encode_texts([text])[0], Target.ANY, items)
+        result = searcher.search(SearchQuery.text("shop", text, k=8))
+        assert _ids(result) == [e for e, _ in truth[:8]], (text, old_id, again.info.id)
+
+
+def test_warm_reads_the_owner_map_before_the_first_query(workspace, shop, monkeypatch):
+    searcher = Searcher(workspace)
+    searcher.warm("shop")
+    reads = []
+    rows_after = OwnerMap._rows_after
+    monkeypatch.setattr(OwnerMap, "_rows_after",
+                        lambda self, after: reads.append(after) or rows_after(self, after))
+    assert len(searcher.search(SearchQuery.text("shop", "toys", k=3)).hits) == 3
+    assert reads == []
 
 
 def test_fusion_weights_must_be_non_negative():

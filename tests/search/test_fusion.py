@@ -17,17 +17,17 @@ def _rows(*triples):
 
 
 def test_owner_snapshot_merges_rows_newest_kind_wins():
-    snapshot = OwnerSnapshot.empty().with_rows(1, _rows((1, 10, 0), (2, 10, 2), (3, 11, 2)),
-                                               full=True)
+    snapshot = OwnerSnapshot.empty().with_rows(("t", 1), _rows((1, 10, 0), (2, 10, 2),
+                                                               (3, 11, 2)), full=True)
     # item 10 gets a new image (id 4 replaces 1), item 12 is new; kind -8: unknown modality
-    snapshot = snapshot.with_rows(2, _rows((4, 10, 0), (5, 12, 1), (6, 12, -6)))
+    snapshot = snapshot.with_rows(("t", 2), _rows((4, 10, 0), (5, 12, 1), (6, 12, -6)))
     items, known = snapshot.owners(np.array([4, 1, 3, 5, 6, 99]))
     assert items.tolist() == [10, 10, 11, 12, -1, -1]
     assert known.tolist() == [True, True, True, True, False, False]
     members = snapshot.members_of(np.array([10, 11, 12, 13]))
     assert members.tolist() == [[4, -1, 2, -1], [-1, -1, 3, -1], [-1, 5, -1, -1],
                                 [-1, -1, -1, -1]]
-    assert (snapshot.version, snapshot.max_vector_id, snapshot.delta_rows) == (2, 5, 2)
+    assert (snapshot.stamp, snapshot.max_vector_id, snapshot.delta_rows) == (("t", 2), 5, 2)
 
 
 def test_fuse_matches_a_per_item_reference():
@@ -69,7 +69,7 @@ def test_unseen_bound_covers_each_item_shape():
 
 def test_item_shapes_count_only_vectors_the_store_still_holds():
     snapshot = OwnerSnapshot.empty().with_rows(
-        1, _rows((1, 10, 0), (2, 10, 2), (3, 11, 0), (4, 11, 2), (5, 12, 1), (6, 12, 2)),
+        ("t", 1), _rows((1, 10, 0), (2, 10, 2), (3, 11, 0), (4, 11, 2), (5, 12, 1), (6, 12, 2)),
         full=True)
     everything = np.ones(len(KINDS), bool)
     live = {Modality.IMAGE: np.array([1, 3, 5]), Modality.TEXT: np.array([2, 4, 6])}
