@@ -20,9 +20,10 @@ import shutil
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import Engine, create_engine, insert, text
 
 from search.catalog.attributes import attribute_rows
+from search.catalog.catalog import open_catalog
 from search.catalog.lexical import LexicalSettings
 from search.catalog.models import ItemAttributeRow, ItemRow, Modality, VectorRow, utcnow
 from search.collection.collection import model_key
@@ -76,6 +77,33 @@ def ensure_collection(home: Path, name: str, n: int, *, seed: int = 0,
     return {**built, "cached": False}
 
 
+def ensure_catalog(home: Path, name: str, n: int, url: str) -> dict:
+    """Only the catalog of `ensure_collection` (items, attribute rows, lexical index; no
+    vectors), for benchmarks of the keyword side; cached with a stamp under `home`."""
+    stamp = home / f"{name}.catalog.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("layout") == (LAYOUT, n, url):
+        return {**json.loads(stamp.read_text()), "cached": True}
+    if url.startswith("sqlite"):
+        (home / "catalog.db").unlink(missing_ok=True)
+    else:
+        _empty_database(url)
+    home.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    catalog = open_catalog(url)
+    info = catalog.create_collection(name, model="house", pretrained=None,
+                                     weights_identity="bench", dim=1)
+    insert_items(catalog.engine, info.id, n, vectors=False)
+    rows_s = time.perf_counter() - started
+    catalog.set_lexical_settings(info.id, LexicalSettings(searchable=SEARCHABLE))
+    with catalog.engine.begin() as connection:
+        connection.execute(text("ANALYZE"))
+    catalog.close()
+    built = {"n": n, "layout": [LAYOUT, n, url], "build_s": {
+        "sql_s": round(rows_s, 1), "lexical_s": round(time.perf_counter() - started - rows_s, 1)}}
+    stamp.write_text(json.dumps(built))
+    return {**built, "cached": False}
+
+
 def _empty_database(url: str) -> None:
     """Drop what an earlier build left in the benchmark's own PostgreSQL database."""
     engine = create_engine(url)
@@ -124,9 +152,13 @@ def _build(home: Path, name: str, n: int, seed: int, model: str,
 
 
 def _insert_rows(workspace: Workspace, collection_id: int, n: int) -> None:
+    insert_items(workspace.catalog.engine, collection_id, n)
+
+
+def insert_items(engine: Engine, collection_id: int, n: int, vectors: bool = True) -> None:
     """Items 1..n, each with an image vector (id i) and a text vector (id n + i)."""
     now = utcnow()
-    with workspace.catalog.engine.begin() as connection:
+    with engine.begin() as connection:
         for start in range(1, n + 1, CHUNK):
             ids = range(start, min(start + CHUNK, n + 1))
             connection.execute(insert(ItemRow), [
@@ -136,7 +168,7 @@ def _insert_rows(workspace: Workspace, collection_id: int, n: int) -> None:
                  "created_at": now, "updated_at": now} for i in ids])
             connection.execute(insert(ItemAttributeRow), [
                 row for i in ids for row in attribute_rows(collection_id, i, attributes_of(i))])
-            for modality, offset in ((Modality.IMAGE, 0), (Modality.TEXT, n)):
+            for modality, offset in ((Modality.IMAGE, 0), (Modality.TEXT, n))[:2 * vectors]:
                 connection.execute(insert(VectorRow), [
                     {"id": i + offset, "collection_id": collection_id, "item_id": i,
                      "modality": modality.value, "source": "original", "created_at": now}
