@@ -92,7 +92,9 @@ class PostgresCluster:
             return
         assert self.bin_dir is not None and self.data_dir is not None
         _run_as_server_user(
-            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate"],
+            # kept data: a clean shutdown, since commits are not synchronous (see _start_server)
+            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m",
+             "fast" if self.keep_files else "immediate"],
             cwd=self.workdir,
             check=False,  # already dead is fine: we only want it gone
         )
