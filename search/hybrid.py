@@ -90,7 +90,9 @@ def run(query: SearchQuery, collection: Collection, vector_search: VectorSearch
     timings["keyword_ms"] = _ms_since(started)
     started = time.perf_counter()
     fused = fuse(rankings, query)
-    hits = _hits(fused, rankings, vector_hits, collection, query.target)
+    # facets count over every candidate; a page only needs hits down to its end
+    needed = None if query.facets else query.offset + query.k
+    hits = _hits(fused, rankings, vector_hits, collection, query.target, needed)
     timings["fusion_ms"] = _ms_since(started)
     facets, scope = (), None
     if query.facets:
@@ -98,7 +100,8 @@ def run(query: SearchQuery, collection: Collection, vector_search: VectorSearch
         facets, scope = _facets(query, collection, mode, keyword_query, hits)
         timings["facets_ms"] = _ms_since(started)
     page = hits[query.offset:query.offset + query.k]
-    return SearchResult(page, max(considered, len(hits)), timings, facets, scope, mode)
+    return SearchResult(page, max(considered, len(hits) if needed is None else len(fused)),
+                        timings, facets, scope, mode)
 
 
 def _keyword_rankings(query: SearchQuery, collection: Collection, depth: int
@@ -148,24 +151,33 @@ def _normalise(ranking: _Ranking) -> list[float]:
 
 
 def _hits(fused: list[tuple[int, float]], rankings: list[_Ranking], vector_hits: list[Hit],
-          collection: Collection, target: Target) -> list[Hit]:
+          collection: Collection, target: Target, needed: int | None) -> list[Hit]:
+    """Hits in fused order; with `needed`, stops once that many are made, reading the
+    catalog rows of keyword-only candidates a chunk at a time (each is a SQL row with
+    its attributes: reading all ~100 candidates for a page of 10 is most of the cost)."""
     ranks: dict[int, dict[str, Ranked]] = {}
     for ranking in rankings:
         for rank, (item_id, score) in enumerate(zip(ranking.item_ids, ranking.scores,
                                                     strict=True), 1):
             ranks.setdefault(item_id, {})[ranking.name] = Ranked(rank, score)
     by_id = {h.item_id: h for h in vector_hits}
-    missing = [i for i, _ in fused if i not in by_id]
-    views = collection.catalog.keyword.items(missing) if missing else {}
-    hits = []
-    for item_id, score in fused:
-        if item_id in by_id:
-            hit = replace(by_id[item_id], score=score)
-        elif item_id in views and _shows(views[item_id], target):
-            hit = _keyword_hit(views[item_id], score, target)
-        else:
-            continue  # deleted meanwhile, or lacks the modality the query targets
-        hits.append(_with_rankers(hit, ranks.get(item_id, {})))
+    chunk = len(fused) if needed is None else max(2 * needed, 20)
+    views: dict[int, ItemView] = {}
+    hits: list[Hit] = []
+    for start in range(0, len(fused), chunk):
+        part = fused[start:start + chunk]
+        missing = [i for i, _ in part if i not in by_id]
+        views.update(collection.catalog.keyword.items(missing) if missing else {})
+        for item_id, score in part:
+            if item_id in by_id:
+                hit = replace(by_id[item_id], score=score)
+            elif item_id in views and _shows(views[item_id], target):
+                hit = _keyword_hit(views[item_id], score, target)
+            else:
+                continue  # deleted meanwhile, or lacks the modality the query targets
+            hits.append(_with_rankers(hit, ranks.get(item_id, {})))
+        if needed is not None and len(hits) >= needed:
+            break
     return hits
 
 

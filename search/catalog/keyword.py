@@ -1,11 +1,23 @@
 """Keyword queries over the lexical index (see `search.catalog.lexical`): ranked matches,
-the full match set, typo correction of query words and exact identifier lookups."""
+the full match set, typo correction of query words and exact identifier lookups.
+
+Ranking cost is bounded: BM25 (SQLite) and ts_rank_cd (PostgreSQL) score each row they
+see, so a common word at 1M items (a third of the catalogue says "black") would cost a
+second per query if every match were scored. Matches are therefore relaxed in stages,
+strictest first: every word, then all but one word, then any word; each stage scores at
+most `SCORE_CAP` of its matches (SQLite: the newest, by item id; PostgreSQL: the first
+the GIN scan yields) and the search stops as soon as the stages have found enough.
+Within a stage larger than the cap, the matches left unscored carry the same query
+words as the scored ones: what is lost is BM25's length and frequency nuance among
+near-ties, not a better kind of match. Facets and counts still cover every match.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +43,29 @@ from search.facets import FacetCounts, FacetRequest
 from search.filters import Filter
 
 MAX_TYPO_WORDS = 8
+# Rows one relaxation stage scores at most (measured at 1M items: ~1.5 us per scored row
+# on SQLite, on top of a fixed cost per common query word for its document frequency).
+SCORE_CAP = 1000
+# Queries up to this many words get the all-but-one stage: n phrases of n - 1 words, each
+# phrase scanned in full for its document frequency (5 words: ~4x the every-word stage).
+MAX_RELAXED_WORDS = 4
+
+
+class Stage(Enum):
+    """How many of the query's words a match must contain."""
+
+    ALL = "all"
+    ALL_BUT_ONE = "all_but_one"
+    ANY = "any"
+
+
+def stages(query: lexical.KeywordQuery) -> list[Stage]:
+    words = len(query.alternatives)
+    if words <= 1:
+        return [Stage.ALL]
+    if words == 2 or words > MAX_RELAXED_WORDS:
+        return [Stage.ALL, Stage.ANY]
+    return [Stage.ALL, Stage.ALL_BUT_ONE, Stage.ANY]
 
 _fts = table(lexical.FTS_TABLE, column("rowid", Integer), column("collection_id", Integer))
 _docs = table(lexical.PG_TABLE, column("item_id", Integer), column("collection_id", Integer),
@@ -90,13 +125,11 @@ class KeywordIndex:
 
     # -- matching --------------------------------------------------------------------
     def _matches(self, collection_id: int, query: lexical.KeywordQuery, filters: list[Filter],
-                 every_word: bool) -> tuple[Select, ColumnElement, ColumnElement]:
-        """(select of matching item ids, id column, score column: higher is better).
-
-        `every_word`: each query word (or one of its corrections) must occur; else any."""
+                 stage: Stage) -> tuple[Select, ColumnElement, ColumnElement]:
+        """(select of matching item ids, id column, score column: higher is better)."""
         score: ColumnElement
         if self.dialect == "postgresql":
-            tsquery = _pg_tsquery(query, every_word)
+            tsquery = _pg_tsquery(query, stage)
             ids, score = _docs.c.item_id, func.ts_rank_cd(_docs.c.document, tsquery)
             stmt = select(ids).where(_docs.c.collection_id == collection_id,
                                      _docs.c.document.op("@@")(tsquery))
@@ -105,8 +138,17 @@ class KeywordIndex:
             score = -func.bm25(literal_column(lexical.FTS_TABLE), lexical.TEXT_WEIGHT,
                                lexical.ATTRIBUTE_WEIGHT)
             match = text(f"{lexical.FTS_TABLE} MATCH :q").bindparams(
-                q=_fts5_match(query, every_word))
-            stmt = select(ids).where(match, _fts.c.collection_id == collection_id)
+                q=_fts5_match(query, stage))
+            stmt = select(ids).where(match)
+            # `+rowid`: checked per match. A plain `rowid IN (...)` would let SQLite run
+            # the FTS5 query once per filtered id, recomputing BM25's document
+            # frequencies each time (seconds for a common word and a 1 % filter).
+            clause = filter_clause(filters, collection_id,
+                                   literal_column(f"+{lexical.FTS_TABLE}.rowid"))
+            # filters select the collection's items already; without them the stored
+            # collection_id is read per match (one row lookup each)
+            return stmt.where(clause if clause is not None else
+                              _fts.c.collection_id == collection_id), ids, score
         clause = filter_clause(filters, collection_id, ids)
         if clause is not None:
             stmt = stmt.where(clause)
@@ -115,32 +157,42 @@ class KeywordIndex:
     def search(self, collection_id: int, query: lexical.KeywordQuery, limit: int,
                filters: list[Filter]) -> list[KeywordMatch]:
         """The best `limit` matches, best first (ties by item id, so pages are stable):
-        items with every word first, then, if too few, items with any of them. Requiring
-        every word first also keeps common words cheap on large collections."""
+        items with every word first, then with all but one, then with any of them; each
+        stage only runs while the earlier ones found fewer than `limit`."""
         if query.empty:
             return []
-        found = self._ranked(collection_id, query, limit, filters, every_word=True)
-        if len(found) < limit and len(query.alternatives) > 1:
-            seen = {m.item_id for m in found}
-            more = self._ranked(collection_id, query, limit, filters, every_word=False)
+        found: list[KeywordMatch] = []
+        seen: set[int] = set()
+        for stage in stages(query):
+            # the stage's matches include the earlier stages': score that many more
+            more = self._ranked(collection_id, query, limit + len(seen), filters, stage,
+                                SCORE_CAP + len(seen))
             found += [m for m in more if m.item_id not in seen][:limit - len(found)]
+            seen.update(m.item_id for m in more)
+            if len(found) >= limit:
+                break
         return found
 
     def _ranked(self, collection_id: int, query: lexical.KeywordQuery, limit: int,
-                filters: list[Filter], every_word: bool) -> list[KeywordMatch]:
-        stmt, ids, score = self._matches(collection_id, query, filters, every_word)
-        stmt = stmt.add_columns(score.label("score")).order_by(score.desc(), ids).limit(limit)
+                filters: list[Filter], stage: Stage, cap: int) -> list[KeywordMatch]:
+        """The stage's best `limit` among at most `cap` of its matches."""
+        stmt, ids, score = self._matches(collection_id, query, filters, stage)
+        if self.dialect != "postgresql":
+            stmt = stmt.order_by(ids.desc())  # FTS5 walks its doclists newest first
+        bounded = stmt.add_columns(score.label("score")).limit(cap).subquery()
+        ranked = (select(bounded.c[0], bounded.c.score)
+                  .order_by(bounded.c.score.desc(), bounded.c[0]).limit(limit))
         with self._session() as s:
-            return [KeywordMatch(int(i), float(sc)) for i, sc in s.execute(stmt)]
+            return [KeywordMatch(int(i), float(sc)) for i, sc in s.execute(ranked)]
 
     def _match_set(self, collection_id: int, query: lexical.KeywordQuery,
                    filters: list[Filter]) -> Select:
         """What facets and counts cover: items with every word, or, if none, any word."""
-        stmt, _, _ = self._matches(collection_id, query, filters, every_word=True)
+        stmt, _, _ = self._matches(collection_id, query, filters, Stage.ALL)
         with self._session() as s:
             if s.execute(stmt.limit(1)).first() is not None:
                 return stmt
-        return self._matches(collection_id, query, filters, every_word=False)[0]
+        return self._matches(collection_id, query, filters, Stage.ANY)[0]
 
     def count(self, collection_id: int, query: lexical.KeywordQuery,
               filters: list[Filter]) -> int:
@@ -196,15 +248,27 @@ class KeywordIndex:
 
 
 
-def _fts5_match(query: lexical.KeywordQuery, every_word: bool) -> str:
+def _word_sets(query: lexical.KeywordQuery, stage: Stage) -> list[list[int]]:
+    """Which query words (by position) each alternative of the stage requires together."""
+    n = len(query.alternatives)
+    if stage is Stage.ALL:
+        return [list(range(n))]
+    if stage is Stage.ANY:
+        return [[i] for i in range(n)]
+    return [[j for j in range(n) if j != left_out] for left_out in range(n)]
+
+
+def _fts5_match(query: lexical.KeywordQuery, stage: Stage) -> str:
     # \w+ words hold no quote: each is one quoted FTS5 string, stemmed by the table.
     groups = ["(" + " OR ".join(f'"{w}"' for w in group) + ")" for group in query.alternatives]
-    return (" AND " if every_word else " OR ").join(groups)
+    return " OR ".join("(" + " AND ".join(groups[i] for i in words) + ")"
+                       for words in _word_sets(query, stage))
 
 
-def _pg_tsquery(query: lexical.KeywordQuery, every_word: bool) -> ColumnElement:
+def _pg_tsquery(query: lexical.KeywordQuery, stage: Stage) -> ColumnElement:
     """Each word through websearch_to_tsquery (bound, never parsed as syntax), combined
-    with tsquery || (or) within a word's alternatives and && or || across words."""
+    with tsquery || (or) within a word's alternatives, && within a stage's word set and
+    || across its sets."""
     def word(w: str) -> ColumnElement:
         return func.websearch_to_tsquery(literal_column("'english'"), bindparam(None, w))
 
@@ -214,7 +278,11 @@ def _pg_tsquery(query: lexical.KeywordQuery, every_word: bool) -> ColumnElement:
         for alternative in alternatives[1:]:
             combined = combined.op("||")(word(alternative))
         groups.append(combined)
-    result = groups[0]
-    for combined in groups[1:]:
-        result = result.op("&&" if every_word else "||")(combined)
+    result: ColumnElement | None = None
+    for words in _word_sets(query, stage):
+        required = groups[words[0]]
+        for i in words[1:]:
+            required = required.op("&&")(groups[i])
+        result = required if result is None else result.op("||")(required)
+    assert result is not None
     return result

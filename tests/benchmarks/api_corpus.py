@@ -5,7 +5,12 @@ gets an image and a text vector (independent clustered unit vectors: the two mod
 disagree, the hard case for fused `target: any`) straight into the embedding stores;
 opening the collection then trains the index the engine would choose (IVF-PQ above ~20k
 vectors) and `save()` writes the version `xmodal-serve` loads. Cached: a stamp records
-what was built, for which encoder.
+what was built, for which encoder and database.
+
+Items read like a shop's (`shop_corpus`: titles, category, brand, price, keywords, sku);
+the lexical index covers the title, category, brand and keywords (sku is an identifier).
+On PostgreSQL (`database="postgres"`) the catalog lives in a cluster of the test harness
+kept under `home/postgres`, started for the build and again for each benchmark run.
 """
 
 from __future__ import annotations
@@ -15,57 +20,103 @@ import shutil
 import time
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import Engine, create_engine, insert, text
 
-from search.catalog import lexical
 from search.catalog.attributes import attribute_rows
+from search.catalog.catalog import open_catalog
+from search.catalog.lexical import LexicalSettings
 from search.catalog.models import ItemAttributeRow, ItemRow, Modality, VectorRow, utcnow
 from search.collection.collection import model_key
 from search.settings import Settings
 from search.vectors.store import EmbeddingStore
 from search.workspace import Workspace
+from tests.benchmarks.shop_corpus import attributes_of, brand_of, title_of
 from tests.utils.synthetic import clustered_unit_vectors
 
 CHUNK = 100_000
-CATEGORIES = ("shoes", "bags", "lamps", "chairs", "mugs", "jackets", "watches", "rugs")
-LAYOUT = "image+text+attributes+lexical-v3"  # what a cached build holds; bump when it changes
+LAYOUT = "image+text+shop-attributes+lexical-v4"  # what a cached build holds; bump on change
+SEARCHABLE = ("category", "brand", "keywords")
 # Filters the benchmark runs, with the share of items each one keeps.
 FILTERS = {
-    "selective 1%": {"brand": "brand-7"},
+    "selective 1%": {"brand": brand_of(7)},
     "broad 30%": {"in_stock": True},
     "range 10%": {"price": {"gte": 100, "lt": 150}},
 }
 
 
-def bench_settings(home: Path, model: str = "house") -> Settings:
+def bench_settings(home: Path, model: str = "house", database_url: str | None = None
+                   ) -> Settings:
     pretrained = None if model == "house" else "random"  # same compute as real weights
-    return Settings(home=home, model=model, pretrained=pretrained, device="cpu", offline=True)
-
-
-def attributes_of(i: int) -> dict:
-    return {"category": CATEGORIES[i % 8], "brand": f"brand-{i % 100}",
-            "in_stock": i % 10 < 3, "price": float(i % 500)}
+    return Settings(home=home, model=model, pretrained=pretrained, device="cpu", offline=True,
+                    database_url=database_url)
 
 
 def ensure_collection(home: Path, name: str, n: int, *, seed: int = 0,
-                      model: str = "house") -> dict:
-    """Build `name` with `n` items under `home` unless the stamp says it is there."""
+                      model: str = "house", database_url: str | None = None) -> dict:
+    """Build `name` with `n` items under `home` unless the stamp says it is there.
+
+    `database_url`: the catalog's database (None: SQLite under `home`); the caller keeps
+    it across runs (see `bench_database`)."""
     stamp = home / f"{name}.built.json"
     workspace = Workspace.open(bench_settings(home, model))
     identity = workspace.encoder().identity
     workspace.close()
+    database = "postgres" if database_url else "sqlite"
     if stamp.is_file():
         built = json.loads(stamp.read_text())
-        if (built.get("n"), built.get("encoder"), built.get("layout")) == (n, identity, LAYOUT):
+        if (built.get("n"), built.get("encoder"), built.get("layout"),
+                built.get("database", "sqlite")) == (n, identity, LAYOUT, database):
             return {**built, "cached": True}
-    shutil.rmtree(home, ignore_errors=True)
-    built = _build(home, name, n, seed, model)
+    for stale in home.iterdir() if home.is_dir() else ():
+        if stale.name != "postgres":  # the cluster's files belong to the caller
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    if database_url:
+        _empty_database(database_url)
+    built = {**_build(home, name, n, seed, model, database_url), "database": database}
     stamp.write_text(json.dumps(built))
     return {**built, "cached": False}
 
 
-def _build(home: Path, name: str, n: int, seed: int, model: str) -> dict:
-    workspace = Workspace.open(bench_settings(home, model))
+def ensure_catalog(home: Path, name: str, n: int, url: str) -> dict:
+    """Only the catalog of `ensure_collection` (items, attribute rows, lexical index; no
+    vectors), for benchmarks of the keyword side; cached with a stamp under `home`."""
+    stamp = home / f"{name}.catalog.json"
+    layout = [LAYOUT, n, url.split(":")[0]]  # the dialect: a kept cluster's port changes
+    if stamp.is_file() and json.loads(stamp.read_text()).get("layout") == layout:
+        return {**json.loads(stamp.read_text()), "cached": True}
+    if url.startswith("sqlite"):
+        (home / "catalog.db").unlink(missing_ok=True)
+    else:
+        _empty_database(url)
+    home.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    catalog = open_catalog(url)
+    info = catalog.create_collection(name, model="house", pretrained=None,
+                                     weights_identity="bench", dim=1)
+    insert_items(catalog.engine, info.id, n, vectors=False)
+    rows_s = time.perf_counter() - started
+    catalog.set_lexical_settings(info.id, LexicalSettings(searchable=SEARCHABLE))
+    with catalog.engine.begin() as connection:
+        connection.execute(text("ANALYZE"))
+    catalog.close()
+    built = {"n": n, "layout": layout, "build_s": {
+        "sql_s": round(rows_s, 1), "lexical_s": round(time.perf_counter() - started - rows_s, 1)}}
+    stamp.write_text(json.dumps(built))
+    return {**built, "cached": False}
+
+
+def _empty_database(url: str) -> None:
+    """Drop what an earlier build left in the benchmark's own PostgreSQL database."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def _build(home: Path, name: str, n: int, seed: int, model: str,
+           database_url: str | None) -> dict:
+    workspace = Workspace.open(bench_settings(home, model, database_url))
     encoder = workspace.encoder()
     info = workspace.catalog.create_collection(
         name, model=encoder.name, pretrained=encoder.pretrained,
@@ -75,8 +126,10 @@ def _build(home: Path, name: str, n: int, seed: int, model: str) -> dict:
     _insert_rows(workspace, info.id, n)
     timings["sql_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    with workspace.catalog.session() as session:  # rows went in bulk, around upsert_items
-        lexical.backfill(session, batch=20_000)
+    # rows went in bulk, around upsert_items: index them as a settings change does
+    workspace.catalog.set_lexical_settings(info.id, LexicalSettings(searchable=SEARCHABLE))
+    with workspace.catalog.engine.begin() as connection:  # planner statistics, as a
+        connection.execute(text("ANALYZE"))  # long-running database would have them
     timings["lexical_s"] = time.perf_counter() - started
     started = time.perf_counter()
     for modality, first_id in ((Modality.IMAGE, 1), (Modality.TEXT, n + 1)):
@@ -99,35 +152,24 @@ def _build(home: Path, name: str, n: int, seed: int, model: str) -> dict:
             "build_s": {k: round(v, 1) for k, v in timings.items()}}
 
 
-# Item texts draw three words from the benchmark's query words, so that keyword and hybrid
-# queries match about a tenth of the collection per word (common words: the hard case).
-WORDS = ("red", "blue", "green", "black", "white", "leather", "cotton", "wooden", "running",
-         "summer", "winter", "vintage", "small", "large", "soft", "striped", "shoe", "jacket",
-         "lamp", "chair", "mug", "backpack", "watch", "dress", "sofa", "bicycle", "camera",
-         "kettle", "scarf", "hat", "table", "rug")
-
-
-def _text(i: int) -> str:
-    """Three distinct words, a fixed pseudo-random pick per item."""
-    a, b, c = (i * 7919) % 32, (i * 104729 + 11) % 32, (i * 1299709 + 23) % 32
-    words = dict.fromkeys(WORDS[j] for j in (a, b, c))
-    return " ".join(words) + f" {CATEGORIES[i % 8]} number {i}"
-
-
 def _insert_rows(workspace: Workspace, collection_id: int, n: int) -> None:
+    insert_items(workspace.catalog.engine, collection_id, n)
+
+
+def insert_items(engine: Engine, collection_id: int, n: int, vectors: bool = True) -> None:
     """Items 1..n, each with an image vector (id i) and a text vector (id n + i)."""
     now = utcnow()
-    with workspace.catalog.engine.begin() as connection:
+    with engine.begin() as connection:
         for start in range(1, n + 1, CHUNK):
             ids = range(start, min(start + CHUNK, n + 1))
             connection.execute(insert(ItemRow), [
                 {"id": i, "collection_id": collection_id, "external_id": f"item-{i}",
-                 "text": _text(i), "image_ref": None,
+                 "text": title_of(i), "image_ref": None,
                  "attributes": attributes_of(i), "content_hash": "", "status": "active",
                  "created_at": now, "updated_at": now} for i in ids])
             connection.execute(insert(ItemAttributeRow), [
                 row for i in ids for row in attribute_rows(collection_id, i, attributes_of(i))])
-            for modality, offset in ((Modality.IMAGE, 0), (Modality.TEXT, n)):
+            for modality, offset in ((Modality.IMAGE, 0), (Modality.TEXT, n))[:2 * vectors]:
                 connection.execute(insert(VectorRow), [
                     {"id": i + offset, "collection_id": collection_id, "item_id": i,
                      "modality": modality.value, "source": "original", "created_at": now}

@@ -3,6 +3,7 @@
     python -m tests.benchmarks.bench_api [--n 1000000] [--model house|ViT-B-32]
         [--requests 400] [--concurrency 1,8,32] [--targets image,any] [--options all]
         [--filters] [--image-requests 40] [--zipf 2000] [--fusion 200] [--workers 2]
+        [--mode vector|keyword|hybrid] [--database sqlite|postgres]
 
 Builds (once; cached under --home) a collection of `n` items, each with an image and a
 text vector (independent clustered unit vectors, no model run; the engine's automatic
@@ -20,6 +21,12 @@ target's own cost on the worst case, image and text vectors that never agree.
 
 Reports p50/p95/p99 latency, QPS and server CPU per query, checks the goals and writes
 JSON under tests/benchmarks/results/. Not a test; `--n 100000` gives a quicker run.
+
+Keyword and hybrid modes send shopper queries drawn from the catalogue's own words
+(`shop_corpus.shopper_queries`: "black ankle boot", a brand and a noun, a typo now and
+then; still distinct, so the text tower runs for each hybrid one). `--database postgres`
+keeps the catalog in a PostgreSQL cluster of the test harness under the build's home
+(`home/postgres`), so a rerun reuses the 1M build instead of rebuilding it.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ COLLECTION = "bench"
 GOAL_QPS_SHARE = 0.8
 # p50 / p99 goals at concurrency 1 for the default target, by model
 GOALS_MS = {"ViT-B-32": (20.0, 40.0), "house": (8.0, 40.0)}
+GOALS_LEXICAL_MS = (30.0, 80.0)  # keyword and hybrid text queries at 1M items
 GOAL_IMAGE_P50_MS = {"ViT-B-32": 70.0}
 GOAL_FILTERED_RATIO = 2.0
 GOAL_FUSED_RATIO = 2.0  # fused `any` close to one round: at most 2x a one-space query
@@ -113,6 +121,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--mode", choices=["vector", "keyword", "hybrid"], default="vector",
                         help="query mode of every text request (hybrid goal: p50 <= 30 / "
                              "p99 <= 80 ms at concurrency 1)")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                        help="catalog database (postgres: a cluster kept under --home)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--home", type=Path, default=None,
                         help="cache of the built collection (default: a dir under /tmp)")
@@ -191,6 +201,44 @@ class Texts:
                  for i in range(count)]
         self.used += count
         return texts
+
+
+class ShopperTexts(Texts):
+    """Distinct shopper queries for keyword and hybrid modes (see `shop_corpus`)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.seen: set[str] = set()
+
+    def take(self, count: int) -> list[str]:
+        from tests.benchmarks.shop_corpus import shopper_queries
+
+        texts = shopper_queries(count, self.rng.randrange(2**31), exclude=self.seen)
+        self.seen.update(texts)
+        return texts
+
+
+@contextmanager
+def bench_database(home: Path, database: str) -> Iterator[str | None]:
+    """The catalog's URL: None for SQLite under `home`; for postgres a kept cluster in
+    `home/postgres` (created on first use), started now and stopped at the end."""
+    if database == "sqlite":
+        yield None
+        return
+    from tests.utils.postgres import start_kept_cluster
+
+    cluster = start_kept_cluster(home / "postgres")
+    try:
+        url = cluster.url.rsplit("/", 1)[0] + "/bench"
+        import psycopg
+
+        with psycopg.connect(cluster.url.replace("+psycopg", ""), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'bench'").fetchone() \
+                    is None:
+                conn.execute("CREATE DATABASE bench")
+        yield url
+    finally:
+        cluster.stop()
 
 
 def zipf_texts(count: int, seed: int, distinct: int = 10_000, s: float = 1.1) -> list[str]:
@@ -361,12 +409,20 @@ def replayed_hit_rate(stream: list[str], workers: int) -> float:
     return hits / max(len(stream), 1)
 
 
-def goals(levels: list[Level], model: str, cores: int) -> dict[str, dict]:
+def latency_goal_ms(model: str, mode: str) -> tuple[float, float]:
+    """(p50, p99) at concurrency 1: issue 13 sets keyword and hybrid queries their own."""
+    if mode in ("keyword", "hybrid"):
+        return GOALS_LEXICAL_MS
+    return GOALS_MS.get(model, GOALS_MS["ViT-B-32"])
+
+
+def goals(levels: list[Level], model: str, cores: int, mode: str = "vector"
+          ) -> dict[str, dict]:
     """The issue's goals, checked on the default option's streams."""
     mine = [lv for lv in levels if lv.option == DEFAULT_OPTION]
     find = {(lv.scenario, lv.target, lv.concurrency): lv for lv in mine}
     result: dict[str, dict] = {}
-    p50_goal, p99_goal = GOALS_MS.get(model, GOALS_MS["ViT-B-32"])
+    p50_goal, p99_goal = latency_goal_ms(model, mode)
     for target in ("any", "image"):
         single = find.get(("text", target, 1))
         if single is None:
@@ -415,24 +471,36 @@ def print_table(levels: list[Level], checks: dict[str, dict]) -> None:
               f"{'met' if check['met'] else 'MISSED'}")
 
 
+def run_options(home: Path, options: list[str], args: argparse.Namespace,
+                database_url: str | None) -> list[Level]:
+    levels: list[Level] = []
+    texts = Texts(args.seed) if args.mode == "vector" else ShopperTexts(args.seed)
+    database = {"XMODAL_DATABASE_URL": database_url} if database_url else {}
+    for option in options:
+        with serve(home, args.workers, args.model, {**OPTIONS[option], **database}) as (
+                host, port, pid):
+            levels += run_option(option, Server(host, port, pid), args, texts)
+        print(f"done: {option}", flush=True)
+    return levels
+
+
 def main() -> int:
     args = _parse()
     from tests.benchmarks.api_corpus import ensure_collection
 
     args.levels = [int(c) for c in args.concurrency.split(",")]
     options = list(OPTIONS) if args.options == "all" else args.options.split(";")
-    home = args.home or Path(tempfile.gettempdir()) / f"xmodal-bench-api-{args.model}-{args.n}"
-    build = ensure_collection(home, COLLECTION, args.n, seed=args.seed, model=args.model)
-    print(f"collection: {json.dumps(build)}", flush=True)
-    load_at_start = os.getloadavg()  # other work on the machine shares its cores
-    levels: list[Level] = []
-    texts = Texts(args.seed)
-    for option in options:
-        with serve(home, args.workers, args.model, OPTIONS[option]) as (host, port, pid):
-            levels += run_option(option, Server(host, port, pid), args, texts)
-        print(f"done: {option}", flush=True)
+    home = args.home or Path(tempfile.gettempdir()) / (
+        f"xmodal-bench-api-{args.model}-{args.n}"
+        + ("" if args.database == "sqlite" else f"-{args.database}"))
+    with bench_database(home, args.database) as database_url:
+        build = ensure_collection(home, COLLECTION, args.n, seed=args.seed, model=args.model,
+                                  database_url=database_url)
+        print(f"collection: {json.dumps(build)}", flush=True)
+        load_at_start = os.getloadavg()  # other work on the machine shares its cores
+        levels = run_options(home, options, args, database_url)
     cores = os.cpu_count() or 1
-    checks = goals(levels, args.model, cores)
+    checks = goals(levels, args.model, cores, args.mode)
     print_table(levels, checks)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result = {"config": config, "options": {o: OPTIONS[o] for o in options},

@@ -165,3 +165,18 @@ def test_keyword_matches_respect_the_target_modality(workspace, shop):
         ids = [h.external_id for h in hits]
         assert "shoe-x" in ids and "shoe-y" not in ids  # shoe-y has no picture
         assert {h.modality for h in hits} == {"image"}
+
+
+def test_a_page_reads_only_the_rows_it_needs_and_matches_the_full_ranking(workspace, shop,
+                                                                            monkeypatch):
+    searcher = Searcher(workspace)
+    query = SearchQuery.text("shop", "product shoes sneakers", mode=SearchMode.KEYWORD, k=3)
+    faceted = searcher.search(replace(query, facets=tuple(parse_facets(["category"]))))
+    read: list[int] = []
+    items = shop.catalog.keyword.items
+    monkeypatch.setattr(shop.catalog.keyword, "items",
+                        lambda ids: read.extend(ids) or items(ids))
+    page = searcher.search(query)
+    assert _ids(page) == _ids(faceted)  # facets make every candidate a hit: same order
+    assert page.total_considered > 20  # candidates the keyword side found
+    assert 3 <= len(read) <= 20  # catalog rows read: the first chunk only

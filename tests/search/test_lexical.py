@@ -4,7 +4,7 @@ typo correction, exact identifiers, facets. Every test runs on SQLite and Postgr
 import pytest
 from sqlalchemy import text
 
-from search.catalog import lexical
+from search.catalog import keyword, lexical
 from search.catalog.catalog import ItemInput
 from search.catalog.lexical import LexicalSettings
 from search.facets import FacetBucket, parse_facets
@@ -54,6 +54,34 @@ def test_words_matching_more_terms_rank_higher(catalog, shop):
     catalog.upsert_items(shop, ITEMS)
     found = _search(catalog, shop, "acme coffee")
     assert found[0] == "mug-1" and set(found) == {"mug-1", "shoe-1"}
+
+
+def test_items_with_all_but_one_word_rank_before_items_with_one(catalog, shop):
+    catalog.upsert_items(shop, [
+        ItemInput("one", "red thing", None, {}, "a"),
+        ItemInput("two", "red wool thing", None, {}, "b"),
+        ItemInput("other", "wool hat", None, {}, "c"),
+        ItemInput("none", "blue cup", None, {}, "d")])
+    found = _search(catalog, shop, "red wool scarf")  # nobody has all three words
+    assert found[0] == "two" and set(found) == {"one", "two", "other"}
+    assert keyword.stages(catalog.keyword.parse(shop, "red wool scarf")) == [
+        keyword.Stage.ALL, keyword.Stage.ALL_BUT_ONE, keyword.Stage.ANY]
+
+
+def test_each_stage_scores_at_most_the_cap_and_stops_once_enough(catalog, shop, monkeypatch):
+    items = [ItemInput(f"cup-{i}", f"cup number{i}" + (" red" if i % 2 else ""), None, {},
+                       f"h{i}") for i in range(10)]
+    ids = {c.external_id: c.item_id for c in catalog.upsert_items(shop, items)}
+    monkeypatch.setattr(keyword, "SCORE_CAP", 4)
+    matches = catalog.keyword.search(shop, catalog.keyword.parse(shop, "red cup"), 3, [])
+    # every word: 4 of the 5 red cups are scored (SQLite: the newest); no any-word stage
+    red = sorted((ids[f"cup-{i}"] for i in range(1, 10, 2)), reverse=True)
+    scored = set(red[:4]) if catalog.engine.dialect.name == "sqlite" else set(red)
+    assert len(matches) == 3 and {m.item_id for m in matches} <= scored
+    more = catalog.keyword.search(shop, catalog.keyword.parse(shop, "red cup"), 8, [])
+    assert len(more) == 8 and len({m.item_id for m in more}) == 8
+    assert {m.item_id for m in more[:4]} <= scored and len(set(red) & {
+        m.item_id for m in more[:4]}) == 4  # the every-word stage's four come first
 
 
 @pytest.mark.parametrize("query", ['"unclosed', "AND OR NOT", "(((", "near(a b", "*", "-x",

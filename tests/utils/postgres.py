@@ -67,6 +67,7 @@ class PostgresCluster:
     bin_dir: Path | None = None
     created: list[str] = field(default_factory=list)
     stopped: bool = False
+    keep_files: bool = False  # `start_kept_cluster`: stop the server, keep its data
 
     @property
     def data_dir(self) -> Path | None:
@@ -91,11 +92,14 @@ class PostgresCluster:
             return
         assert self.bin_dir is not None and self.data_dir is not None
         _run_as_server_user(
-            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate"],
+            # kept data: a clean shutdown, since commits are not synchronous (see _start_server)
+            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m",
+             "fast" if self.keep_files else "immediate"],
             cwd=self.workdir,
             check=False,  # already dead is fine: we only want it gone
         )
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not self.keep_files:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _drop_created_databases(self) -> None:
         with psycopg.connect(_libpq_url(self.url), autocommit=True) as conn:
@@ -140,6 +144,46 @@ def start_cluster(bin_dir: Path | None = None) -> PostgresCluster:
         cluster.stop()
         raise
     return cluster
+
+
+def start_kept_cluster(workdir: Path, bin_dir: Path | None = None) -> PostgresCluster:
+    """A server whose data stays in `workdir` across runs (benchmarks cache large builds).
+
+    The first call creates the cluster; later ones start it again on a new free port.
+    `stop` (also at exit) stops the server and keeps the files; delete `workdir` to drop it.
+    """
+    bin_dir = bin_dir or find_pg_bin()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        account = pwd.getpwnam(service_user())
+        os.chown(workdir, account.pw_uid, account.pw_gid)
+    workdir.chmod(0o700)
+    bin_dir = _reachable_bin_dir(bin_dir, workdir) if not (workdir / "server").is_dir() \
+        else workdir / "server" / _WHEEL_TREES[0] / "bin"
+    if not (workdir / "data" / "PG_VERSION").is_file():
+        shutil.rmtree(workdir / "data", ignore_errors=True)
+        _initdb(bin_dir, workdir)
+    _remove_stale_pid_file(workdir / "data" / "postmaster.pid")
+    port = _start_server(bin_dir, workdir)
+    url = URL.create("postgresql+psycopg", username=SUPERUSER, host="127.0.0.1", port=port)
+    cluster = PostgresCluster(url=url.set(database="postgres").render_as_string(),
+                              workdir=workdir, bin_dir=bin_dir, keep_files=True)
+    atexit.register(cluster.stop)
+    _wait_until_accepting(cluster.url, log=workdir / "server.log")
+    return cluster
+
+
+def _remove_stale_pid_file(pid_file: Path) -> None:
+    """A server killed with its owner leaves postmaster.pid; a live one keeps it."""
+    if not pid_file.is_file():
+        return
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except (ProcessLookupError, ValueError, IndexError):
+        pid_file.unlink(missing_ok=True)
+        return
+    raise RuntimeError(f"a PostgreSQL server already runs on {pid_file.parent}")
 
 
 def find_pg_bin() -> Path:

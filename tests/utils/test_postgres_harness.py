@@ -115,3 +115,26 @@ def test_wheel_behind_a_private_directory_serves(monkeypatch: pytest.MonkeyPatch
             own.stop()
     finally:
         shutil.rmtree(private)
+
+
+def test_a_kept_cluster_keeps_its_data_across_restarts():
+    workdir = Path(tempfile.mkdtemp(prefix="xmodal-kept-", dir="/tmp"))
+    workdir.chmod(0o755)  # as root, the server's user must pass through to its own dir
+    try:
+        first = postgres.start_kept_cluster(workdir / "pg")
+        url = first.create_database("kept")
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x int)"))
+            conn.execute(text("INSERT INTO t VALUES (42)"))
+        engine.dispose()
+        first.stop()
+        assert (workdir / "pg" / "data" / "PG_VERSION").is_file()
+        second = postgres.start_kept_cluster(workdir / "pg")
+        again = create_engine(make_url(second.url).set(database="kept"))
+        with again.connect() as conn:
+            assert conn.execute(text("SELECT x FROM t")).scalar() == 42
+        again.dispose()
+        second.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
