@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import http.client
 import ipaddress
+import os
 import socket
 import ssl
 import threading
@@ -254,10 +255,15 @@ class RemoteFetcher:
         filesystem = self._filesystem(url.scheme.lower())
         limit = self.policy.max_bytes
         try:
-            with filesystem.open_input_stream(f"{bucket}/{key}") as stream:
+            with filesystem.open_input_file(f"{bucket}/{key}") as stream:
+                if stream.size() > limit:  # known from the metadata: nothing downloaded
+                    raise ImageTooLargeError(f"remote image is {stream.size():,} bytes, "
+                                             f"limit {limit:,}")
                 data = stream.read(limit + 1)
         except FileNotFoundError:
             raise _fail(FetchFailure.HTTP_STATUS, f"no object at {uri[:200]!r}") from None
+        except ImageTooLargeError:
+            raise
         except (OSError, ValueError) as exc:  # pyarrow raises OSError subclasses
             raise _fail(FetchFailure.CONNECTION, f"reading {uri[:200]!r} failed: {exc}"
                         ) from None
@@ -279,7 +285,16 @@ def _object_filesystem(scheme: str, timeout_s: float) -> Any:
         import pyarrow.fs as pafs
 
         if scheme == "s3":
-            return pafs.S3FileSystem(connect_timeout=timeout_s, request_timeout=timeout_s)
+            # the AWS SDK's endpoint variables (MinIO, other S3-compatible stores), which
+            # this pyarrow does not read by itself
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+                "AWS_ENDPOINT_URL")
+            options: dict[str, Any] = {}
+            if endpoint:
+                url = urlsplit(endpoint)
+                options = {"endpoint_override": url.netloc, "scheme": url.scheme or "https"}
+            return pafs.S3FileSystem(connect_timeout=timeout_s, request_timeout=timeout_s,
+                                     **options)
         import datetime
 
         return pafs.GcsFileSystem(retry_time_limit=datetime.timedelta(seconds=timeout_s))

@@ -176,6 +176,26 @@ def test_object_store_without_a_filesystem_is_a_clear_failure(monkeypatch):
     refused(fetch, "s3://bucket-only", FetchFailure.INVALID_URL)
 
 
+def test_s3_objects_through_the_configured_endpoint(server, monkeypatch):
+    """An S3-compatible store (here the loopback server speaking HeadObject and ranged
+    GetObject), named by the operator's environment, never by the item's URI."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.base)
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    server.images["/bucket/a/b.png"] = IMAGE
+    server.images["/bucket/huge.bin"] = b"\0" * BIG
+    fetch, asked = fetcher(max_bytes=BIG - 1)
+    assert fetch.fetch("s3://bucket/a/b.png") == IMAGE
+    refused(fetch, "s3://bucket/missing.png", FetchFailure.HTTP_STATUS)
+    server.requests.clear()
+    with pytest.raises(ImageTooLargeError):
+        fetch.fetch("s3://bucket/huge.bin")
+    assert [p for p, _ in server.requests] == ["HEAD /bucket/huge.bin"]  # size known first
+    assert asked == []  # the endpoint is configuration: no per-item DNS vetting
+
+
 def test_errors_survive_pickling():
     import pickle
 

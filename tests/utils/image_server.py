@@ -36,10 +36,20 @@ class ImageServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ImageServer
 
+    def do_HEAD(self) -> None:  # noqa: N802 - S3's HeadObject (objects under /bucket/)
+        self.server.requests.append((f"HEAD {self.path}", self.headers.get("Host", "")))
+        body = self.server.images.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.send_header("Last-Modified", "Wed, 02 Dec 2026 00:00:00 GMT")
+        self.end_headers()
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.server.requests.append((self.path, self.headers.get("Host", "")))
         path, _, query = self.path.partition("?")
-        if path in self.server.images:
+        if path in self.server.images and self.headers.get("Range"):  # S3's ranged reads
+            self._send_range(self.server.images[path], self.headers["Range"])
+        elif path in self.server.images:
             self._send(self.server.images[path])
         elif path == "/redirect":  # to the same host
             self._redirect("/ok.png")
@@ -75,6 +85,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _send_range(self, body: bytes, header: str) -> None:
+        first, _, last = header.removeprefix("bytes=").partition("-")
+        start, end = int(first), min(int(last or len(body) - 1), len(body) - 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end}/{len(body)}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        self.wfile.write(body[start:end + 1])
 
     def _redirect(self, location: str) -> None:
         self.send_response(302)
