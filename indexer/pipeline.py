@@ -119,9 +119,12 @@ class LocalPreparer:
         records = [r for r in chunk if isinstance(r, SourceRecord)]
         hashes = known([r.item.external_id for r in records])
         yield from (r for r in chunk if isinstance(r, RowError))
+        # the encoder is idle while the parent prepares: decode on as many threads as it
+        # computes with (between encoder batches, so the two never compete for cores)
+        threads = torch.get_num_threads()
         for piece in chunked(records, _INLINE_PIECE):  # bounds the fetched bytes held
             yield from prepare_batch([(r.item, hashes.get(r.item.external_id)) for r in piece],
-                                     self.ctx)
+                                     self.ctx, threads)
 
     def _submit(self, pool: ProcessPoolExecutor, chunk: list, known: KnownHashes
                 ) -> Iterator[Prepared]:

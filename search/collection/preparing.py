@@ -196,14 +196,25 @@ def fetch_images(items: Sequence[NewItem], ctx: PrepareContext
     return results
 
 
-def prepare_batch(tasks: Sequence[tuple[NewItem, str | None]], ctx: PrepareContext
-                  ) -> list[PreparedItem | ItemFailure]:
+def prepare_batch(tasks: Sequence[tuple[NewItem, str | None]], ctx: PrepareContext,
+                  threads: int = 1) -> list[PreparedItem | ItemFailure]:
     """Prepare (item, known content hash) pairs, in order: remote images are fetched
-    concurrently first (`fetch_images`), then each item is prepared on its own. What the
-    local pipeline's workers and the Ray actors call."""
+    concurrently first (`fetch_images`), then each item is decoded and preprocessed, on
+    `threads` threads (Pillow's decoders and resizes release the GIL). What the local
+    pipeline (its worker processes, or its parent when it has none) and Ray actors call."""
     fetched = fetch_images([item for item, _ in tasks], ctx)
-    return [result if isinstance(result, ItemFailure) else prepare_or_fail(result, ctx, known)
-            for result, (_, known) in zip(fetched, tasks, strict=True)]
+
+    def prepare(pair: tuple[NewItem | ItemFailure, str | None]) -> PreparedItem | ItemFailure:
+        result, known = pair
+        return result if isinstance(result, ItemFailure) else prepare_or_fail(result, ctx,
+                                                                              known)
+
+    pairs = [(result, known) for result, (_, known) in zip(fetched, tasks, strict=True)]
+    if threads <= 1 or len(pairs) <= 1:
+        return [prepare(pair) for pair in pairs]
+    with ThreadPoolExecutor(min(threads, len(pairs)), thread_name_prefix="xmodal-decode"
+                            ) as pool:
+        return list(pool.map(prepare, pairs))
 
 
 def _safe_id(item: NewItem) -> str | None:
