@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from search.errors import FetchFailure, ImageTooLargeError, RemoteFetchError
 from search.media import DEFAULT_LIMITS
@@ -38,6 +38,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 OBJECT_STORE_SCHEMES = ("s3", "gs")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,10 @@ class RemoteFetcher:
             raise _fail(FetchFailure.INVALID_URL, "URL has no host")
         if url.username is not None or url.password is not None:
             raise _fail(FetchFailure.INVALID_URL, "URL must not carry credentials")
-        host = url.hostname.rstrip(".")
+        try:  # an internationalised name travels as IDNA (ASCII) in DNS, Host and SNI
+            host = url.hostname.rstrip(".").encode("idna").decode("ascii")
+        except UnicodeError:
+            raise _fail(FetchFailure.INVALID_URL, "URL host is not a valid name") from None
         hosts = self.policy.hosts
         if hosts is not None and not host_allowed(host, port, scheme, hosts):
             raise _fail(FetchFailure.HOST_NOT_ALLOWED,
@@ -180,9 +184,10 @@ class RemoteFetcher:
         connection = None
         try:
             connection = self._connection(checked, _remaining(deadline))
-            target = checked.url.path or "/"
+            # spaces and other bytes catalogs leave unescaped; existing escapes stay
+            target = quote(checked.url.path or "/", safe=_PATH_SAFE)
             if checked.url.query:
-                target += "?" + checked.url.query
+                target += "?" + quote(checked.url.query, safe=_PATH_SAFE + "?")
             connection.request("GET", target, headers={"Accept": "image/*",
                                                        "User-Agent": "xmodal"})
             response = connection.getresponse()

@@ -115,6 +115,16 @@ def test_allowed_fetch_connects_to_the_vetted_address(server, connects):
     assert server.requests == [("/ok.png?v=1", f"images.test:{port}")]
 
 
+def test_unescaped_paths_and_international_names(server):
+    server.images["/a%20b/%C3%BC.png"] = IMAGE  # what the server sees once escaped
+    fetch, asked = fetcher(["127.0.0.1"], allow_private=True)
+    port = server.server_address[1]
+    assert fetch.fetch(f"http://bücher.test:{port}/a b/ü.png") == IMAGE
+    assert fetch.fetch(f"http://images.test:{port}/a%20b/%C3%BC.png") == IMAGE
+    assert asked == ["xn--bcher-kva.test", "images.test"]
+    refused(fetch, "http://a..b/x.png", FetchFailure.INVALID_URL)
+
+
 def test_redirects_are_followed_and_each_hop_rechecked(server):
     port = server.server_address[1]
     fetch, asked = fetcher(["127.0.0.1"], allow_private=True, hosts=(f"images.test:{port}",))
