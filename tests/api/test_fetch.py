@@ -48,7 +48,7 @@ def fetcher(resolved: list | None = None, **options) -> tuple[ImageFetcher, list
         return resolved
 
     config = ApiConfig(**{"fetch_image_urls": True, "max_upload_bytes": BIG - 1000,
-                          "image_url_timeout_s": 1.0, **options})
+                          "image_url_timeout_s": 3.0, **options})
     return ImageFetcher(config, resolver=resolver), asked
 
 
@@ -113,7 +113,8 @@ def test_allowed_fetch_follows_rechecked_redirects(server):
 @pytest.mark.parametrize("path", ["/missing", "/slow"])
 def test_errors_and_slow_bodies_are_422(server, path):
     port = server.server_address[1]
-    fetch, _ = fetcher(image_url_hosts=[f"127.0.0.1:{port}"], image_url_allow_private=True)
+    fetch, _ = fetcher(image_url_hosts=[f"127.0.0.1:{port}"], image_url_allow_private=True,
+                       image_url_timeout_s=0.5)
     started = time.monotonic()
     refused(fetch, f"{server.base}{path}", 422, "image-url-fetch-failed")
     assert time.monotonic() - started < 3

@@ -20,7 +20,8 @@ from tests.indexer.conftest import jpeg_bytes
 from tests.utils.image_server import BIG, ImageServer, image_server
 
 GOOD = 12  # good URL rows; bad rows below are one failure each
-LOOPBACK = RemotePolicy(allow_private=True, timeout_s=0.5, max_bytes=BIG - 1000, threads=4)
+# 2 s: a loaded test machine still fetches 1 KB from loopback in time; /slow takes 5 s
+LOOPBACK = RemotePolicy(allow_private=True, timeout_s=2.0, max_bytes=BIG - 1000, threads=4)
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def test_cli_fetch_flags(tmp_path, tiny_model, server, capsys):
     model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
     source = write_url_catalog(tmp_path / "src", server.base)
     argv = ["add", str(source), "--model", model, "--no-progress", "--json", "--home",
-            str(tmp_path / "home"), "--workers", "0", "-c", "cli", "--fetch-timeout", "0.5"]
+            str(tmp_path / "home"), "--workers", "0", "-c", "cli", "--fetch-timeout", "2"]
     assert main([*argv, "--fetch-hosts", "cdn.invalid"]) == 1  # nothing indexable
     assert json.loads(capsys.readouterr().out)["indexed"] == 0
     assert server.requests == []

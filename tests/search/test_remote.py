@@ -46,7 +46,7 @@ def fetcher(resolved: list[str] | None = None, **policy) -> tuple[RemoteFetcher,
             return sorted({i[4][0] for i in socket.getaddrinfo(host, port)})
         return resolved
 
-    options = {"timeout_s": 1.0, "max_bytes": BIG - 1000, **policy}
+    options = {"timeout_s": 3.0, "max_bytes": BIG - 1000, **policy}
     return RemoteFetcher(RemotePolicy(**options), resolver), asked
 
 
