@@ -15,6 +15,7 @@ from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
 from search import (
     MediaMode,
+    RemotePolicy,
     SearchMode,
     Settings,
     Workspace,
@@ -59,6 +60,18 @@ def _add_parser(sub) -> None:
     p.add_argument("--media", choices=[m.value for m in MediaMode], default="copy",
                    help="copy images into the media store (default), or store a reference "
                         "to where they are (served only from XMODAL_MEDIA_ROOTS)")
+    p.add_argument("--fetch-allow-private", action="store_true",
+                   help="fetch image URLs whose host resolves to a loopback, private or "
+                        "link-local address (refused by default: SSRF guard)")
+    p.add_argument("--fetch-hosts", help="comma-separated hosts image URLs may name "
+                                         "('cdn.example.com', '*.example.com', 'host:8080'); "
+                                         "default: any public host")
+    p.add_argument("--fetch-timeout", type=float, default=RemotePolicy.timeout_s,
+                   help=f"seconds per image URL, redirects and body included "
+                        f"(default {RemotePolicy.timeout_s:g})")
+    p.add_argument("--fetch-threads", type=int, default=RemotePolicy.threads,
+                   help=f"concurrent image URL fetches per decode process "
+                        f"(default {RemotePolicy.threads})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -139,7 +152,17 @@ def _options(args: argparse.Namespace) -> IndexOptions:
                         generator_model=getattr(args, "generator_model", None),
                         follow_external_symlinks=getattr(args, "follow_external_symlinks",
                                                          False),
-                        media=MediaMode(getattr(args, "media", "copy")))
+                        media=MediaMode(getattr(args, "media", "copy")),
+                        remote=_remote_policy(args))
+
+
+def _remote_policy(args: argparse.Namespace) -> RemotePolicy:
+    hosts = getattr(args, "fetch_hosts", None)
+    return RemotePolicy(
+        hosts=tuple(h.strip() for h in hosts.split(",") if h.strip()) if hosts else None,
+        allow_private=getattr(args, "fetch_allow_private", False),
+        timeout_s=getattr(args, "fetch_timeout", RemotePolicy.timeout_s),
+        threads=max(1, getattr(args, "fetch_threads", RemotePolicy.threads)))
 
 
 def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:

@@ -20,15 +20,18 @@ from search import (
     Collection,
     ItemFailure,
     MediaMode,
+    NewItem,
     PrepareContext,
     PreparedItem,
-    prepare_or_fail,
+    RemotePolicy,
+    prepare_batch,
 )
 
 Prepared = PreparedItem | ItemFailure | RowError
 KnownHashes = Callable[[list[str]], dict[str, str]]
 
 _worker_ctx: PrepareContext | None = None
+_INLINE_PIECE = 64  # items the parent fetches and prepares at a time
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class IndexOptions:
     follow_external_symlinks: bool = False
     sort_window: int = 256  # items whose texts are batched by length (jobs.JobRunner)
     media: MediaMode = MediaMode.COPY  # copy images into the store, or reference them
+    remote: RemotePolicy = RemotePolicy()  # image URLs: what may be fetched (search.remote)
 
 
 def _init_worker(ctx: PrepareContext) -> None:
@@ -55,10 +59,11 @@ def _init_worker(ctx: PrepareContext) -> None:
     _worker_ctx = ctx
 
 
-def _prepare_in_worker(task: tuple[SourceRecord, str | None]) -> PreparedItem | ItemFailure:
-    record, known = task
+def _prepare_in_worker(tasks: list[tuple[NewItem, str | None]]
+                      ) -> list[PreparedItem | ItemFailure]:
+    """One piece of a chunk: its remote images fetched concurrently, then decoded."""
     assert _worker_ctx is not None
-    return prepare_or_fail(record.item, _worker_ctx, known)
+    return prepare_batch(tasks, _worker_ctx)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -111,24 +116,30 @@ class LocalPreparer:
                 yield from window.popleft()
 
     def _inline(self, chunk: list, known: KnownHashes) -> Iterator[Prepared]:
-        hashes = known([r.item.external_id for r in chunk if isinstance(r, SourceRecord)])
-        for row in chunk:
-            if isinstance(row, RowError):
-                yield row
-            else:
-                yield prepare_or_fail(row.item, self.ctx, hashes.get(row.item.external_id))
+        records = [r for r in chunk if isinstance(r, SourceRecord)]
+        hashes = known([r.item.external_id for r in records])
+        yield from (r for r in chunk if isinstance(r, RowError))
+        # the encoder is idle while the parent prepares: decode on as many threads as it
+        # computes with (between encoder batches, so the two never compete for cores)
+        threads = torch.get_num_threads()
+        for piece in chunked(records, _INLINE_PIECE):  # bounds the fetched bytes held
+            yield from prepare_batch([(r.item, hashes.get(r.item.external_id)) for r in piece],
+                                     self.ctx, threads)
 
     def _submit(self, pool: ProcessPoolExecutor, chunk: list, known: KnownHashes
                 ) -> Iterator[Prepared]:
         """Submits the chunk now (Executor.map is eager); results are read when iterated."""
         records = [r for r in chunk if isinstance(r, SourceRecord)]
         hashes = known([r.item.external_id for r in records])
-        tasks = [(r, hashes.get(r.item.external_id)) for r in records]
-        results = pool.map(_prepare_in_worker, tasks, chunksize=max(1, len(tasks) // 16))
+        tasks = [(r.item, hashes.get(r.item.external_id)) for r in records]
+        # pieces of ~1/16 chunk: small enough to share out, big enough for the fetch
+        # threads of one worker to overlap a piece's URLs
+        pieces = chunked(tasks, max(1, len(tasks) // 16))
+        results = pool.map(_prepare_in_worker, pieces)
         errors = [r for r in chunk if isinstance(r, RowError)]
-        return itertools.chain(errors, results)
+        return itertools.chain(errors, itertools.chain.from_iterable(results))
 
 
 def local_preparer(collection: Collection, options: IndexOptions) -> LocalPreparer:
-    return LocalPreparer(collection.prepare_context(options.media), options.workers,
-                         options.chunk_size)
+    return LocalPreparer(collection.prepare_context(options.media, options.remote),
+                         options.workers, options.chunk_size)

@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from search import NewItem
+from search import NewItem, is_remote_reference
 
 TEXT_CANDIDATES = ("text", "title", "caption", "description", "name")
 IMAGE_CANDIDATES = ("image", "image_path", "filepath", "file", "path")
@@ -222,10 +222,14 @@ class RowParser:
         check_id(external_id, self.options.limits)
         return external_id
 
-    def _image_path(self, value: Any) -> Path:
+    def _image_path(self, value: Any) -> Path | str:
+        """A file path (relative to the catalog's folder), or a URL kept as a string: the
+        decode stage fetches it (search.remote: allowed schemes, public hosts only)."""
         if not isinstance(value, str):
             raise RowRejected(f"image path must be a string, not {type(value).__name__}")
         _check_string("image path", value, 4096)
+        if is_remote_reference(value.strip()):
+            return value.strip()
         path = Path(value)
         path = path if path.is_absolute() else self.base_dir / path
         return contained_path(path, self.base_dir, self.options)

@@ -10,6 +10,7 @@ by their full paths. The map:
 - `search.collection` — a collection's write path, the write lock, missing-image backfill.
 - `search.media` — safe image decoding and the media store.
 - `search.files` — reading user-named files: regular files only, bounded.
+- `search.remote` — fetching remote images (http(s), s3://, gs://) behind the SSRF guard.
 - `search.query`, `search.engine`, `search.filters` — the query path.
 - `search.workspace`, `search.live`, `search.settings`, `search.errors`.
 """
@@ -45,14 +46,18 @@ from search.collection.preparing import (
     PreparedItem,
     content_hash,
     embed_prepared,
+    fetch_images,
+    prepare_batch,
     prepare_or_fail,
 )
 from search.engine import Searcher
 from search.errors import (
     CorruptImageError,
+    FetchFailure,
     ImageTooLargeError,
     InvalidInputError,
     InvalidQueryError,
+    RemoteFetchError,
     UnknownCollectionError,
     UnknownItemError,
     XmodalError,
@@ -94,6 +99,14 @@ from search.query import (
     SearchResult,
     Target,
 )
+from search.remote import (
+    RemoteFetcher,
+    RemotePolicy,
+    Resolver,
+    fetcher_for,
+    host_allowed,
+    resolve_host,
+)
 from search.settings import Settings
 from search.workspace import COLLECTION_NAME_PATTERN, Workspace
 
@@ -115,4 +128,6 @@ __all__ = [
     "index_stats", "is_reference", "is_remote_reference", "item_seed", "items_by_id",
     "load_encoder", "load_generator", "maintain", "migrate_catalog", "parse_facets",
     "parse_filters", "prepare_or_fail", "read_regular_file", "resolve_device",
+    "FetchFailure", "RemoteFetchError", "RemoteFetcher", "RemotePolicy", "Resolver",
+    "fetch_images", "fetcher_for", "host_allowed", "prepare_batch", "resolve_host",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class XmodalError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -116,3 +118,27 @@ class CatalogUnavailableError(XmodalError):
     """The catalog database cannot be reached (down, restarting, locked past the timeout)."""
 class CatalogSchemaError(XmodalError):
     """The catalog's schema is not the revision this code needs (run `xmodal-index migrate`)."""
+
+
+class FetchFailure(StrEnum):
+    """Why a remote image could not be fetched (the API maps each to one problem)."""
+
+    INVALID_URL = "invalid-url"  # malformed, credentials, scheme not allowed
+    HOST_NOT_ALLOWED = "host-not-allowed"  # off the policy's allow-list
+    UNRESOLVABLE = "unresolvable"  # DNS gave no address
+    PRIVATE_ADDRESS = "private-address"  # resolves to loopback/private/link-local...
+    HTTP_STATUS = "http-status"  # not 200 (or not found), too many redirects
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"  # refused, reset, TLS failure...
+    UNAVAILABLE = "unavailable"  # no filesystem for this object-store scheme here
+
+
+class RemoteFetchError(InvalidInputError):
+    """A remote image (URL or object-store URI) could not be fetched; `kind` says why."""
+
+    def __init__(self, kind: FetchFailure, message: str) -> None:
+        super().__init__(message)
+        self.kind = FetchFailure(kind)
+
+    def __reduce__(self) -> tuple:  # picklable across worker processes
+        return (type(self), (self.kind, str(self)))

@@ -397,7 +397,8 @@ def is_reference(ref: str) -> bool:
 
 
 def is_remote_reference(ref: str) -> bool:
-    """A URL (http, https, s3, gs, ...): stored and handed to clients, never fetched."""
+    """A URL (http, https, s3, gs, ...): stored and handed to clients. Only ingest fetches
+    one (search/remote.py, to embed it); the store never serves or fetches it."""
     scheme = urlsplit(ref).scheme if "://" in ref else ""
     return len(scheme) > 1 and scheme.isascii() and scheme.replace("+", "").isalnum()
 

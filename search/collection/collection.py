@@ -28,6 +28,7 @@ from search.errors import IndexError_
 from search.lifecycle import StoragePolicy
 from search.media import MediaStore
 from search.models.encoder import Encoder
+from search.remote import RemotePolicy
 from search.vectors.space import VectorSpace
 from search.vectors.versions import IndexManifest
 
@@ -123,22 +124,27 @@ class Collection:
         """Hold this collection's inter-process write lock (re-entrant in one process)."""
         return collection_write_lock(self.root)
 
-    def prepare_context(self, media: MediaMode = MediaMode.COPY) -> PrepareContext:
-        """Everything a (possibly remote) worker needs to prepare items: picklable."""
+    def prepare_context(self, media: MediaMode = MediaMode.COPY,
+                        remote: RemotePolicy | None = None) -> PrepareContext:
+        """Everything a (possibly remote) worker needs to prepare items: picklable.
+        remote: what image URLs may be fetched (default: public http(s)/s3/gs hosts)."""
         return PrepareContext(self.media.root, self.encoder.preprocess, self.encoder.image_size,
-                              self.encoder.identity, MediaMode(media))
+                              self.encoder.identity, MediaMode(media),
+                              remote or RemotePolicy())
 
     def known_hashes(self, external_ids: Sequence[str]) -> dict[str, str]:
         return self.catalog.active_hashes(self.info.id, external_ids)
 
     # -- writing -------------------------------------------------------------------
     def add_items(self, items: Sequence[NewItem], *, job_id: int | None = None,
-                  media: MediaMode = MediaMode.COPY) -> AddReport:
+                  media: MediaMode = MediaMode.COPY, remote: RemotePolicy | None = None
+                  ) -> AddReport:
         """Upsert items: unchanged ones are skipped, new/changed ones (re)embedded.
-        media: copy images into the store, or keep a reference to where they are."""
+        media: copy images into the store, or keep a reference to where they are.
+        remote: the policy image URLs are fetched under (search.remote)."""
         known = self.known_hashes([i.external_id for i in items
                                    if isinstance(i.external_id, str)])
-        prepared, failures = prepare_items(items, self.prepare_context(media), known)
+        prepared, failures = prepare_items(items, self.prepare_context(media, remote), known)
         # Encode what looks new or changed before taking the write lock: the model is the
         # slow part, and holding the lock through it would stall other writers and the
         # refreshers of other processes. `write` encodes whatever changed meanwhile.

@@ -5,10 +5,12 @@ in indexer worker processes and in Ray actors."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -18,10 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from search.errors import InvalidInputError, XmodalError
+from search.errors import InvalidInputError, RemoteFetchError, XmodalError
 from search.files import read_regular_file
 from search.media import DEFAULT_LIMITS, MediaStore, decode_image, is_remote_reference
 from search.models.encoder import Encoder
+from search.remote import RemotePolicy, fetcher_for
 
 _log = logging.getLogger(__name__)
 
@@ -40,10 +43,12 @@ class MediaMode(StrEnum):
 
 @dataclass(frozen=True)
 class NewItem:
-    """An item as a caller hands it in; `image` is bytes, a file path or a PIL image.
+    """An item as a caller hands it in; `image` is bytes, a file path, a PIL image, or a
+    URL string (http(s)://, s3://, gs://) fetched under the context's `RemotePolicy`.
 
     image_source: where the image lives (a path or URL), stored instead of the bytes when
-    the item is added with `MediaMode.REFERENCE`; defaults to `image` when that is a path.
+    the item is added with `MediaMode.REFERENCE`; defaults to `image` when that is a path
+    or a URL.
     """
 
     external_id: str
@@ -67,6 +72,7 @@ class PrepareContext:
     image_size: int
     model_identity: str
     media: MediaMode = MediaMode.COPY
+    remote: RemotePolicy = RemotePolicy()  # what image URLs may be fetched, and how
 
 
 @dataclass
@@ -89,7 +95,9 @@ def content_hash(model_identity: str, text: str | None, image_digest: str) -> st
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def _image_bytes(image: ImageInput) -> bytes:
+def _image_bytes(image: ImageInput, ctx: PrepareContext) -> bytes:
+    if is_remote_image(image):
+        return fetcher_for(ctx.remote).fetch(str(image))
     if isinstance(image, Image.Image):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
@@ -108,7 +116,7 @@ def prepare_item(item: NewItem, ctx: PrepareContext, known_hash: str | None = No
     text = item.text.strip() if isinstance(item.text, str) else None
     if not text and item.image is None:
         raise InvalidInputError("item has neither text nor image")
-    data = _image_bytes(item.image) if item.image is not None else None
+    data = _image_bytes(item.image, ctx) if item.image is not None else None
     digest = hashlib.sha256(data).hexdigest() if data is not None else ""
     chash = content_hash(ctx.model_identity, text, digest)
     prepared = PreparedItem(item.external_id, text or None, None, dict(item.attributes), chash,
@@ -152,12 +160,75 @@ def _suffix(data: bytes) -> str:
         return ".img"
 
 
+def is_remote_image(image: object) -> bool:
+    """A URL string (any scheme://): fetched, never opened as a path."""
+    return isinstance(image, str) and is_remote_reference(image)
+
+
+def fetch_images(items: Sequence[NewItem], ctx: PrepareContext
+                 ) -> list[NewItem | ItemFailure]:
+    """The items with their remote images fetched, concurrently (`ctx.remote.threads`), so
+    that network latency overlaps; an item whose image cannot be fetched becomes its own
+    failure (stage "fetch"). The URL stays the item's `image_source` (what reference mode
+    stores). Items without a remote image pass through untouched."""
+    remote = [i for i, item in enumerate(items) if is_remote_image(item.image)]
+    results: list[NewItem | ItemFailure] = list(items)
+    if not remote:
+        return results
+    fetcher = fetcher_for(ctx.remote)
+
+    def fetch_one(index: int) -> NewItem | ItemFailure:
+        item = items[index]
+        try:
+            data = fetcher.fetch(str(item.image))
+        except XmodalError as exc:
+            return ItemFailure(_safe_id(item), "fetch", str(exc))
+        except Exception as exc:  # noqa: BLE001 - one URL's surprise is one item's failure
+            _log.warning("unexpected error fetching %r", item.image, exc_info=True)
+            return ItemFailure(_safe_id(item), "fetch", f"unexpected {type(exc).__name__}: {exc}")
+        return dataclasses.replace(item, image=data,
+                                   image_source=item.image_source or str(item.image))
+
+    threads = max(1, min(ctx.remote.threads, len(remote)))
+    with ThreadPoolExecutor(threads, thread_name_prefix="xmodal-fetch") as pool:
+        for index, result in zip(remote, pool.map(fetch_one, remote), strict=True):
+            results[index] = result
+    return results
+
+
+def prepare_batch(tasks: Sequence[tuple[NewItem, str | None]], ctx: PrepareContext,
+                  threads: int = 1) -> list[PreparedItem | ItemFailure]:
+    """Prepare (item, known content hash) pairs, in order: remote images are fetched
+    concurrently first (`fetch_images`), then each item is decoded and preprocessed, on
+    `threads` threads (Pillow's decoders and resizes release the GIL). What the local
+    pipeline (its worker processes, or its parent when it has none) and Ray actors call."""
+    fetched = fetch_images([item for item, _ in tasks], ctx)
+
+    def prepare(pair: tuple[NewItem | ItemFailure, str | None]) -> PreparedItem | ItemFailure:
+        result, known = pair
+        return result if isinstance(result, ItemFailure) else prepare_or_fail(result, ctx,
+                                                                              known)
+
+    pairs = [(result, known) for result, (_, known) in zip(fetched, tasks, strict=True)]
+    if threads <= 1 or len(pairs) <= 1:
+        return [prepare(pair) for pair in pairs]
+    with ThreadPoolExecutor(min(threads, len(pairs)), thread_name_prefix="xmodal-decode"
+                            ) as pool:
+        return list(pool.map(prepare, pairs))
+
+
+def _safe_id(item: NewItem) -> str | None:
+    return item.external_id if isinstance(item.external_id, str) and item.external_id else None
+
+
 def prepare_or_fail(item: NewItem, ctx: PrepareContext, known_hash: str | None
                     ) -> PreparedItem | ItemFailure:
     """One item's outcome; whatever goes wrong with it stays its own failure."""
     external_id = item.external_id if isinstance(item.external_id, str) else None
     try:
         return prepare_item(item, ctx, known_hash)
+    except RemoteFetchError as exc:
+        return ItemFailure(external_id or None, "fetch", str(exc))
     except XmodalError as exc:
         return ItemFailure(external_id or None, "prepare", str(exc))
     except Exception as exc:  # noqa: BLE001 - a decoder's surprise must not end the batch
@@ -172,7 +243,10 @@ def prepare_items(items: Sequence[NewItem], ctx: PrepareContext, known: dict[str
     prepared: list[PreparedItem] = []
     failures: list[ItemFailure] = []
     seen: set[str] = set()
-    for item in items:
+    for item in fetch_images(items, ctx):
+        if isinstance(item, ItemFailure):
+            failures.append(item)
+            continue
         if item.external_id in seen:
             failures.append(ItemFailure(item.external_id, "prepare",
                                         "duplicate external id in the same batch"))

@@ -1,7 +1,7 @@
 """Ingest benchmark: end-to-end `index_source` samples/s vs the raw encoder forward.
 
     python -m tests.benchmarks.bench_ingest [--n 2000] [--models ViT-B-32 house]
-        [--captions | --images-only] [--media copy reference]
+        [--captions | --images-only] [--media copy reference] [--workers 2 0]
 
 A sample is an 800×800 photo-like JPEG with a caption sidecar (`<stem>.txt`, the way
 folder corpora carry captions); `--images-only` drops the captions. Both sides use the
@@ -9,8 +9,8 @@ same model, batch size and torch threads, measured side by side in one run: the 
 encodes pre-decoded, preprocessed tensors and pre-read captions (model work only: image
 forward + text forward); the end-to-end side reads files, decodes, preprocesses, embeds
 both, writes SQL, the media store, the embedding store and the FAISS index, once per
-`--media` mode. ViT-B-32 runs with random weights (same compute as the real one). Also
-reports decode+preprocess images/s per core."""
+`--media` mode and `--workers` value. ViT-B-32 runs with random weights (same compute as
+the real one). Also reports decode+preprocess images/s per core."""
 
 from __future__ import annotations
 
@@ -163,8 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=2000, help="samples (800x800 JPEG + caption)")
     parser.add_argument("--models", nargs="+", default=["ViT-B-32", "house"])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=IndexOptions.workers,
-                        help=f"decode processes (default {IndexOptions.workers}, as `add`)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[IndexOptions.workers],
+                        help=f"decode processes (default {IndexOptions.workers}, as `add`); "
+                             "several values run side by side (0: the parent decodes on "
+                             "threads between encoder batches)")
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--captions", dest="captions", action="store_true", default=True,
                       help="image + caption per sample (default)")
@@ -182,19 +184,21 @@ def _measure(model: str, paths: list[Path], args: argparse.Namespace) -> dict:
     raw, raw_images, raw_texts, raw_cpu = raw_forward(model, paths, args.batch_size,
                                                       args.captions)
     row = {"model": model, "samples": len(paths), "captions": args.captions,
-           "batch": args.batch_size, "threads": THREADS, "workers": args.workers,
+           "batch": args.batch_size, "threads": THREADS,
            "raw_img_s": round(raw_images, 2), "raw_text_s": round(raw_texts, 2),
            "raw_samples_s": round(raw, 2), "raw_cpu_ms": round(raw_cpu * 1000, 1)}
-    for media in args.media:
-        e2e, cpu, summary = end_to_end(model, args.corpus, args.batch_size, args.workers,
-                                       media)
-        row[f"e2e_{media}_s"] = round(e2e, 2)
-        row[f"ratio_{media}"] = round(e2e / raw, 3)
-        # CPU per sample, raw over end-to-end: the extra work of the pipeline, robust to
-        # other load on the machine (wall-clock ratios are not)
-        row[f"cpu_ratio_{media}"] = round(raw_cpu / cpu, 3)
-        row[f"e2e_{media}_cpu_ms"] = round(cpu * 1000, 1)
-        row["failed"] = row.get("failed", 0) + summary["failed"]
+    for workers in args.workers:
+        for media in args.media:
+            e2e, cpu, summary = end_to_end(model, args.corpus, args.batch_size, workers,
+                                           media)
+            key = f"{media}_w{workers}"
+            row[f"e2e_{key}_s"] = round(e2e, 2)
+            row[f"ratio_{key}"] = round(e2e / raw, 3)
+            # CPU per sample, raw over end-to-end: the extra work of the pipeline, robust
+            # to other load on the machine (wall-clock ratios are not)
+            row[f"cpu_ratio_{key}"] = round(raw_cpu / cpu, 3)
+            row[f"e2e_{key}_cpu_ms"] = round(cpu * 1000, 1)
+            row["failed"] = row.get("failed", 0) + summary["failed"]
     row["decode_img_s_per_core"] = round(decode_rate(model, paths[: min(300, len(paths))]), 1)
     return row
 

@@ -185,3 +185,25 @@ def test_texts_are_written_in_batches_of_similar_length(ws, tmp_path, monkeypatc
     unsorted = IndexOptions(workers=0, progress=False, batch_size=8, sort_window=1)
     assert index_source(ws, "unsorted", source, options=unsorted).indexed == 40
     assert_same_collection(snapshot(ws, "sorted"), snapshot(ws, "unsorted"))
+
+
+def test_prepare_batch_on_threads_keeps_order_and_results(ws, catalog_file):
+    """The inline decode stage's threads: the same items, pixels and failures, in order."""
+    from indexer.readers import open_source
+    from search import ItemFailure, NewItem, prepare_batch
+
+    collection = ws.create_collection("threads")
+    rows = [r.item for r in open_source(catalog_file)]
+    rows.insert(3, NewItem("broken", "x", b"not an image"))
+    tasks = [(item, None) for item in rows]
+    serial = prepare_batch(tasks, collection.prepare_context(), threads=1)
+    threaded = prepare_batch(tasks, collection.prepare_context(), threads=3)
+    assert [type(r) for r in serial] == [type(r) for r in threaded]
+    assert isinstance(threaded[3], ItemFailure) and threaded[3].external_id == "broken"
+    for one, other in zip(serial, threaded, strict=True):
+        assert one.external_id == other.external_id
+        if not isinstance(one, ItemFailure):
+            assert one.content_hash == other.content_hash and one.image_ref == other.image_ref
+            assert (one.pixels is None) == (other.pixels is None)
+            if one.pixels is not None:
+                assert np.array_equal(one.pixels, other.pixels)
