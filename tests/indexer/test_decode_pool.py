@@ -11,20 +11,27 @@ from pathlib import Path
 import pytest
 
 import indexer.operations as operations
+from indexer import pipeline
 from indexer.operations import index_source
 from indexer.pipeline import IndexOptions, LocalPreparer, PrepareTask, _prepare_in_worker
 from search.catalog.models import Modality
 from tests.indexer.conftest import write_catalog
 
 ALWAYS = {"sku-7"}  # kills its worker every time: an item that exhausts memory
-MARKERS = "XMODAL_TEST_DIE_ONCE_DIR"  # items listed there kill their worker once
+
+
+def markers_dir(media_root: Path) -> Path:
+    """Items named here kill their worker once. Found from the workers' context: the
+    fork server may predate this test, so the environment cannot carry it."""
+    return media_root.parent / "die-once"
 
 
 def prepare_or_die(task: PrepareTask):
     """Runs in the decode workers (imported there by reference): SIGKILL itself, as the
     OOM killer would, on the items this test names."""
     external_id = task[0].item.external_id
-    once = Path(os.environ[MARKERS]) / f"{external_id}.die-once"
+    assert pipeline._worker_ctx is not None
+    once = markers_dir(pipeline._worker_ctx.media_root) / f"{external_id}.die-once"
     if external_id in ALWAYS:
         os.kill(os.getpid(), signal.SIGKILL)
     if once.exists():
@@ -34,10 +41,9 @@ def prepare_or_die(task: PrepareTask):
 
 
 @pytest.fixture
-def killer_preparer(monkeypatch, tmp_path):
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    monkeypatch.setenv(MARKERS, str(markers))  # workers fork after this: they inherit it
+def killer_preparer(monkeypatch, ws):
+    markers = markers_dir(ws.media.root)
+    markers.mkdir(parents=True)
 
     def preparer(collection, options):
         return LocalPreparer(collection.prepare_context(options.media), options.workers,
