@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2 workers x 1 slot served 224 QPS on 1.87 cores, 2 workers x 2 slots 132 on 1.33.
     os.environ.setdefault("XMODAL_API_COMPUTE_THREADS", "1")
     os.environ.setdefault("XMODAL_API_COMPUTE_SLOTS", "1")
+    os.environ.setdefault("XMODAL_API_SWITCH_INTERVAL_MS", "1")
     # Serving maps IVF index versions: workers and replicas on a host share the page cache.
     os.environ.setdefault("XMODAL_MMAP_INDEX", "true")
     settings, config = Settings(), ApiConfig()

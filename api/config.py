@@ -50,6 +50,20 @@ class ApiConfig(BaseSettings):
         default=None, ge=1,
         description="Requests doing engine work at once per process (default: CPU count); "
                     "the rest wait in the event loop, not in locks")
+    write_slots: int = Field(
+        default=1, ge=1,
+        description="Item writes and deletes running at once per process, in a lane of "
+                    "their own: a write waiting for the collection lock or fsync never "
+                    "holds a reader's compute slot")
+    write_threads: int = Field(
+        default=1, ge=1,
+        description="Intra-op threads of a write's encoder call: fewer than queries get, "
+                    "so a write leaves cores to reads")
+    switch_interval_ms: float | None = Field(
+        default=None, gt=0, le=100,
+        description="Python's GIL switch interval for the server (default: Python's 5 ms; "
+                    "xmodal-serve sets 1): how long a query waits for the GIL held by a "
+                    "write's Python code")
     fetch_image_urls: bool = Field(default=False,
                                    description="Allow `image_url` queries (SSRF risk).")
     image_url_hosts: list[str] = Field(

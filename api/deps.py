@@ -67,6 +67,10 @@ def get_runner(services: _ServicesDep) -> Runner:
     return services.run
 
 
+def get_write_runner(services: _ServicesDep) -> Runner:
+    return services.run_write
+
+
 def get_metrics(services: _ServicesDep) -> Metrics:
     return services.metrics
 
@@ -93,6 +97,7 @@ SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 ConfigDep = Annotated[ApiConfig, Depends(get_config)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
+WriteRunnerDep = Annotated[Runner, Depends(get_write_runner)]  # item writes: their own lane
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 FetcherDep = Annotated[ImageFetcher, Depends(get_fetcher)]
 GeneratorLoaderDep = Annotated[Callable[[], ImageGenerator], Depends(get_generator_loader)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class Services:
     metrics: Metrics
     fetcher: ImageFetcher
     slots: anyio.CapacityLimiter | None = None  # created on first use, in the event loop
+    write_slots: anyio.CapacityLimiter | None = None  # the writers' own lane (see run_write)
     ready: threading.Event = field(default_factory=threading.Event)
     loading: dict[str, str] = field(default_factory=dict)  # name -> loading|loaded|failed
     generate_limiter: RateLimiter = field(init=False)  # from config, in __post_init__
@@ -56,6 +58,11 @@ class Services:
             # one request runs one query: intra-op threads only fight each other
             torch.set_num_threads(config.compute_threads)
             faiss.omp_set_num_threads(config.compute_threads)
+        if config.switch_interval_ms is not None:
+            # A write's Python (SQL, bookkeeping) and a query share the GIL: a query
+            # coming back from a torch or FAISS call waits for the switch interval
+            # each time (5 ms by default, many times per query). Shorter: reads first.
+            sys.setswitchinterval(config.switch_interval_ms / 1000)
         workspace = Workspace.open(settings)
         workspace.encoder()  # the default model: loaded now, not on the first query
         searcher = Searcher(workspace)
@@ -113,10 +120,34 @@ class Services:
         background (Python cannot cancel it)."""
         if self.slots is None:
             self.slots = anyio.CapacityLimiter(self.config.compute_slots or os.cpu_count() or 1)
+        return await self._run_on(self.slots, work)
+
+    async def run_write(self, work: Callable[[], T]) -> T:
+        """Run a write (item upsert or delete) in the writers' own lane.
+
+        A write spends most of its time off the CPU: waiting for the collection's
+        cross-process lock (another writer, the indexer, the refresher), and in fsync.
+        In the readers' slots that wait would stall every query queued behind it; in
+        their own lane (`write_slots`, default 1: writes serialise on the collection
+        lock anyway) reads keep their slots, and a write's encoder runs on the
+        process's intra-op threads like any call."""
+        if self.write_slots is None:
+            self.write_slots = anyio.CapacityLimiter(self.config.write_slots)
+        threads = self.config.write_threads
+
+        def write() -> T:
+            # OpenMP threads are per calling thread, and pool threads also serve reads
+            # (which choose their own): set the writer's every time
+            torch.set_num_threads(threads)
+            return work()
+
+        return await self._run_on(self.write_slots, write)
+
+    async def _run_on(self, slots: anyio.CapacityLimiter, work: Callable[[], T]) -> T:
         try:
             with anyio.fail_after(self.config.request_timeout_s):
                 return await anyio.to_thread.run_sync(work, abandon_on_cancel=True,
-                                                      limiter=self.slots)
+                                                      limiter=slots)
         except TimeoutError:
             raise ApiError(503, "timeout", f"the request took longer than "
                            f"{self.config.request_timeout_s:g} s", {"Retry-After": "1"}) from None

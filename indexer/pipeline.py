@@ -9,18 +9,17 @@ import itertools
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from indexer.decode_pool import DecodePool, PendingBatch, PoolSpec
 from indexer.readers import RowError, SourceRecord
 from search import (
     Collection,
     ItemFailure,
     MediaMode,
-    NewItem,
     PrepareContext,
     PreparedItem,
     RemotePolicy,
@@ -59,11 +58,18 @@ def _init_worker(ctx: PrepareContext) -> None:
     _worker_ctx = ctx
 
 
-def _prepare_in_worker(tasks: list[tuple[NewItem, str | None]]
-                      ) -> list[PreparedItem | ItemFailure]:
+PrepareTask = tuple[SourceRecord, str | None]  # a record and its known content hash
+
+
+def _prepare_in_worker(tasks: list[PrepareTask]) -> list[PreparedItem | ItemFailure]:
     """One piece of a chunk: its remote images fetched concurrently, then decoded."""
     assert _worker_ctx is not None
-    return prepare_batch(tasks, _worker_ctx)
+    return prepare_batch([(record.item, known) for record, known in tasks], _worker_ctx)
+
+
+def _worker_died(task: PrepareTask, reason: str) -> ItemFailure:
+    item_id = task[0].item.external_id
+    return ItemFailure(item_id if isinstance(item_id, str) else None, "decode", reason)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -88,8 +94,12 @@ def chunked(rows: Iterable, size: int) -> Iterator[list]:
 class LocalPreparer:
     """Decode and preprocess in worker processes, a few chunks ahead of the writer."""
 
-    def __init__(self, ctx: PrepareContext, workers: int, chunk_size: int) -> None:
+    def __init__(self, ctx: PrepareContext, workers: int, chunk_size: int, *,
+                 prepare: Callable[[list[PrepareTask]], list[PreparedItem | ItemFailure]]
+                 = _prepare_in_worker) -> None:
+        """`prepare` runs in the workers (module-level: it is pickled by reference)."""
         self.ctx, self.workers, self.chunk_size = ctx, workers, chunk_size
+        self.prepare = prepare
 
     def stream(self, rows: Iterable[SourceRecord | RowError], known: KnownHashes
                ) -> Iterator[Prepared]:
@@ -104,8 +114,8 @@ class LocalPreparer:
             for chunk in itertools.chain([first], [second] if second else [], chunks):
                 yield from self._inline(chunk, known)
             return
-        with ProcessPoolExecutor(self.workers, mp_context=_pool_context(),
-                                 initializer=_init_worker, initargs=(self.ctx,)) as pool:
+        spec = PoolSpec(self.workers, _pool_context(), _init_worker, (self.ctx,))
+        with DecodePool(spec, self.prepare, _worker_died) as pool:
             window: deque = deque([self._submit(pool, second, known)])
             yield from self._inline(first, known)
             for chunk in chunks:
@@ -126,18 +136,19 @@ class LocalPreparer:
             yield from prepare_batch([(r.item, hashes.get(r.item.external_id)) for r in piece],
                                      self.ctx, threads)
 
-    def _submit(self, pool: ProcessPoolExecutor, chunk: list, known: KnownHashes
+    def _submit(self, pool: DecodePool, chunk: list, known: KnownHashes
                 ) -> Iterator[Prepared]:
-        """Submits the chunk now (Executor.map is eager); results are read when iterated."""
+        """Submits the chunk now; results are read when iterated. A worker killed by
+        the OS costs a retry of its batch, then failures of the items that kill it."""
         records = [r for r in chunk if isinstance(r, SourceRecord)]
         hashes = known([r.item.external_id for r in records])
-        tasks = [(r.item, hashes.get(r.item.external_id)) for r in records]
+        tasks = [(r, hashes.get(r.item.external_id)) for r in records]
         # pieces of ~1/16 chunk: small enough to share out, big enough for the fetch
         # threads of one worker to overlap a piece's URLs
-        pieces = chunked(tasks, max(1, len(tasks) // 16))
-        results = pool.map(_prepare_in_worker, pieces)
+        tasks = [(r, hashes.get(r.item.external_id)) for r in records]
+        pending: list[PendingBatch] = pool.submit(tasks, max(1, len(tasks) // 16))
         errors = [r for r in chunk if isinstance(r, RowError)]
-        return itertools.chain(errors, itertools.chain.from_iterable(results))
+        return itertools.chain(errors, pool.results(pending))
 
 
 def local_preparer(collection: Collection, options: IndexOptions) -> LocalPreparer:

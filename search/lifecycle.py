@@ -6,7 +6,11 @@ as on day one.
 - index versions beyond the newest `keep_versions` are pruned when one is saved;
 - stored media no item or generated image references any more are collected, after a
   grace period (a writer may have just stored bytes it has not yet catalogued);
-- the thumbnail cache is trimmed to a byte budget, least recently used first.
+- the thumbnail cache is trimmed to a byte budget, least recently used first;
+- the embeddings and indexes of a model a collection no longer serves (what
+  `reindex --model` leaves behind) are removed, under the collection's write lock (an
+  in-flight reindex holds it throughout) and after a grace period (a killed reindex
+  resumes from them).
 
 Media collection is safe against concurrent writers without a shared lock: a writer
 that stores bytes already present touches the file (`search.media.touch`), and the
@@ -19,7 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -29,10 +35,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from search.catalog.models import GenerationRow, ItemRow
+from search.vectors.durable import fsync_dir
 from search.vectors.store import CompactionPolicy
 
 if TYPE_CHECKING:
     from search.catalog.catalog import Catalog
+    from search.collection.collection import Collection
     from search.media import MediaStore
     from search.settings import Settings
     from search.workspace import Workspace
@@ -43,6 +51,7 @@ log = logging.getLogger(__name__)
 # under the media root (staging, thumbnails, files a person put there) is not ours.
 _STORED_REF = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{2})/\1\2[0-9a-f]{60}\.[a-z0-9]{1,5}$")
 _TOMBSTONE = ".gc-"
+_MODEL_DIR = re.compile(r"^[0-9a-f]{12}$")  # search.collection.collection.model_key
 
 
 def is_stored_ref(ref: str) -> bool:
@@ -57,13 +66,14 @@ class StoragePolicy:
     keep_versions: int = 2  # index versions per space (CURRENT always among them)
     media_grace_s: float = 3600.0  # unreferenced media younger than this are spared
     thumbnail_cache_bytes: int = 256 << 20
+    model_grace_s: float = 3600.0  # a model no longer served is kept this long untouched
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StoragePolicy:
         return cls(CompactionPolicy(settings.compact_max_ops, settings.compact_min_ops,
                                     settings.compact_dead_ratio),
                    settings.keep_index_versions, settings.media_gc_grace_s,
-                   settings.thumbnail_cache_mb << 20)
+                   settings.thumbnail_cache_mb << 20, settings.model_gc_grace_s)
 
 
 @dataclass
@@ -73,6 +83,7 @@ class MaintenanceReport:
     media_removed: int = 0
     media_bytes_freed: int = 0
     thumbnails_removed: int = 0
+    models_removed: list[str] = field(default_factory=list)  # "<collection>/<model key>"
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -187,6 +198,61 @@ def trim_thumbnails(media: MediaStore, max_bytes: int) -> int:
     return removed
 
 
+# -- models no longer served ------------------------------------------------------------
+
+
+def collect_unserved_models(collection: Collection, grace_s: float) -> list[str]:
+    """Remove the per-model directories of `collection` (embeddings + index versions,
+    `<root>/<model key>/`) other than the one its catalog row serves now; returns the
+    keys removed.
+
+    Under the collection's write lock: `reindex --model` holds it from its first
+    embedding to the switch, so nothing in flight is touched, and the model read
+    from the catalog here is the one serving. A directory written within `grace_s`
+    is spared: a killed reindex resumes from it, and a process that has not reopened
+    the collection since the switch may still be using it. Removal is a rename to a
+    tombstone, then a delete: a kill -9 in between leaves only the tombstone, which
+    the next pass deletes; a reader that still maps the files keeps its pages."""
+    from search.collection.collection import model_key  # it imports this module
+
+    removed: list[str] = []
+    root = collection.root
+    with collection.write_lock():
+        info = collection.catalog.get_collection(collection.name)
+        serving = model_key(f"{info.model}|{info.weights_identity}")
+        cutoff = time.time() - grace_s
+        for entry in _entries(root):
+            if entry.name.startswith(_TOMBSTONE) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)  # a killed earlier pass
+            elif (_MODEL_DIR.match(entry.name) and entry.name != serving
+                  and entry.is_dir(follow_symlinks=False)
+                  and _newest_mtime(Path(entry.path)) < cutoff):
+                aside = root / f"{_TOMBSTONE}{entry.name}-{uuid.uuid4().hex[:8]}"
+                os.rename(entry.path, aside)
+                fsync_dir(root)
+                shutil.rmtree(aside, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
+
+
+def _entries(root: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+
+
+def _newest_mtime(path: Path) -> float:
+    """Latest modification below `path` (the directory itself included)."""
+    newest = path.stat().st_mtime
+    for dirpath, dirs, names in os.walk(path):
+        for name in dirs + names:
+            with suppress(FileNotFoundError):
+                newest = max(newest, os.stat(os.path.join(dirpath, name),
+                                             follow_symlinks=False).st_mtime)
+    return newest
+
+
 # -- the whole home -----------------------------------------------------------------------
 
 
@@ -194,8 +260,9 @@ def maintain(workspace: Workspace, policy: StoragePolicy | None = None, *,
              collections: list[str] | None = None, force_compaction: bool = False,
              media: bool = True) -> MaintenanceReport:
     """Compact the embedding logs that are due (all, when forced) of every collection (or
-    of `collections`), then collect unreferenced media and trim thumbnails (the media
-    store is shared by all collections). Safe to run while others read and write."""
+    of `collections`), remove the files of models they no longer serve, then collect
+    unreferenced media and trim thumbnails (the media store is shared by all
+    collections). Safe to run while others read and write."""
     policy = policy or StoragePolicy.from_settings(workspace.settings)
     report = MaintenanceReport()
     for info in workspace.list_collections():
@@ -206,6 +273,8 @@ def maintain(workspace: Workspace, policy: StoragePolicy | None = None, *,
             report.repaired += collection.reconcile()
             for modality in collection.compact(force=force_compaction):
                 report.compacted.append(f"{info.name}/{modality.value}")
+            report.models_removed += [f"{info.name}/{key}" for key in
+                                      collect_unserved_models(collection, policy.model_grace_s)]
         except Exception as exc:  # noqa: BLE001 - one collection's failure spares the rest
             log.warning("maintenance of collection %r failed: %s", info.name, exc)
             report.errors[info.name] = str(exc)

@@ -39,8 +39,8 @@ from search.collection.collection import Collection
 from search.collection.locks import collection_read_lock, collection_write_lock
 from search.errors import UnknownCollectionError, XmodalError
 from search.lifecycle import MaintenanceReport, maintain
+from search.vectors.oplog import COMMIT_RE
 from search.vectors.space import VectorSpace
-from search.vectors.store import COMMIT_RE
 from search.vectors.versions import current_version
 from search.workspace import Workspace
 

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         "Index versions kept per space; older ones are pruned when a new one is saved."))
     media_gc_grace_s: float = Field(default=3600.0, ge=0, description=(
         "Unreferenced media younger than this are kept (a writer may be about to use them)."))
+    model_gc_grace_s: float = Field(default=3600.0, ge=0, description=(
+        "Embeddings and indexes of a model the collection no longer serves (left by "
+        "`reindex --model`) are removed once untouched this long (a killed reindex "
+        "resumes from them meanwhile)."))
     thumbnail_cache_mb: int = Field(default=256, ge=0, description=(
         "Size cap of the thumbnail cache; least recently used thumbnails go first."))
     maintenance_interval_s: float = Field(default=300.0, gt=0, description=(

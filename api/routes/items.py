@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from api import queries
 from api.config import ApiConfig
-from api.deps import ConfigDep, RunnerDep, WorkspaceDep, WriterDep
+from api.deps import ConfigDep, RunnerDep, WorkspaceDep, WriterDep, WriteRunnerDep
 from api.problems import ApiError, problem_responses
 from api.routes.collections import NamePath
 from api.schemas import (
@@ -132,7 +132,7 @@ def _put(workspace: Workspace, config: ApiConfig, name: str, external_id: str,
             responses={201: {"model": ItemWritten, "description": "Created"}, **WRITE_ERRORS},
             summary="Create or replace an item (text, attributes, optional image)")
 async def put_item(name: NamePath, external_id: ItemPath, request: Request,
-                   workspace: WorkspaceDep, config: ConfigDep, run: RunnerDep,
+                   workspace: WorkspaceDep, config: ConfigDep, run: WriteRunnerDep,
                    _writer: WriterDep, response: Response) -> ItemWritten:
     write, image = await _parse_put(request, config)
     root = request.scope.get("root_path", "")
@@ -161,7 +161,7 @@ def _batch(workspace: Workspace, config: ApiConfig, name: str, batch: ItemBatch)
 @router.post("", response_model=BatchReport, responses=WRITE_ERRORS,
              summary="Create or replace many items; bad items are reported, the rest go in")
 async def put_items(name: NamePath, batch: ItemBatch, workspace: WorkspaceDep,
-                    config: ConfigDep, run: RunnerDep, _writer: WriterDep) -> BatchReport:
+                    config: ConfigDep, run: WriteRunnerDep, _writer: WriterDep) -> BatchReport:
     return await run(lambda: _batch(workspace, config, name, batch))
 
 
@@ -190,6 +190,6 @@ def _delete(workspace: Workspace, name: str, external_id: str) -> None:
                responses=problem_responses(401, 403, 404, 422, 503),
                summary="Delete an item; it leaves search results at once")
 async def delete_item(name: NamePath, external_id: ItemPath, workspace: WorkspaceDep,
-                      run: RunnerDep, _writer: WriterDep) -> Response:
+                      run: WriteRunnerDep, _writer: WriterDep) -> Response:
     await run(lambda: _delete(workspace, name, external_id))
     return Response(status_code=204)

@@ -1,19 +1,11 @@
 """The durable float16 record of every embedding of one collection under one model.
 
 Indexes are rebuilt and re-ranked from here, never by re-running the model. The
-store is a directory of append-only, sequence-numbered operation files:
-
-    {seq:08d}.put.npz                                ids + vectors written, and ids
-                                                     removed first: one file, one fsync
-    {seq:08d}.add.vec.npy + {seq:08d}.add.ids.npy   an append (older format, still read)
-    {seq:08d}.del.npy                                a deletion
-    {seq:08d}.snap.vec.npy + {seq:08d}.snap.ids.npy a compaction: all live rows at seq-1
-    store.json                                       {"dim": ..., "dtype": "float16"}
-
-Every file is written under a hidden temp name, fsynced, then renamed into place,
-so a crash never leaves a half file under a real name. State is the replay of the
-committed files from the newest snapshot on; older files are dead and only wait
-for removal, which is why a compaction killed midway loses nothing.
+store is a log of append-only, sequence-numbered operation files (their format is in
+search/vectors/oplog.py; each is written whole or not at all, search/vectors/durable.py).
+State is the replay of the committed files from the newest snapshot on
+(search/vectors/lookup.py); older files are dead and only wait for removal, which is
+why a compaction killed midway loses nothing.
 
 One writer and any number of reader threads may share an instance; other processes
 see the writer's changes after `refresh()`.
@@ -21,11 +13,8 @@ see the writer's changes after `refresh()`.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +22,28 @@ from typing import Literal
 
 import numpy as np
 
-from search.errors import (
-    CorruptIndexError,
-    InvalidInputError,
-    ManifestMismatchError,
-    StorageError,
-    StoreHistoryCompactedError,
+from search.errors import InvalidInputError, StoreHistoryCompactedError
+from search.vectors.durable import (
+    atomic_save_npz,
+    fsync_dir,
+    fsync_file,
+    guarded_save_npy,
+    remove_temp_files,
+    storage_error,
+    temp_path_for,
+)
+from search.vectors.lookup import Lookup, apply_shard, build_lookup
+from search.vectors.oplog import (
+    COMMIT_RE,
+    Shard,
+    check_or_write_meta,
+    map_vectors,
+    remove_dead_files,
+    scan,
+    scan_newer,
 )
 
-COMMIT_RE = re.compile(r"^(\d{8})\.(?:(add|snap)\.ids\.npy|(del)\.npy|(put)\.npz)$")
-_SEQ_RE = re.compile(r"^(\d{8})\.")
-_TEMP_PREFIX = ".tmp-"
-_SCAN_RETRIES = 5  # a concurrent compaction may unlink files between listdir and load
+__all__ = ["COMMIT_RE", "CompactionPolicy", "EmbeddingStore", "Op", "as_ids"]
 
 
 @dataclass(frozen=True)
@@ -58,27 +57,9 @@ class Op:
 
 
 @dataclass(frozen=True)
-class _Shard:
-    seq: int
-    kind: str  # "put" | "add" | "del" | "snap"
-    ids: np.ndarray  # int64 [n], in memory
-    vectors: np.ndarray | None  # float16 [n, dim], memory-mapped (in memory for "put")
-    removed: np.ndarray | None = None  # int64 [r]: ids a "put" deletes before adding
-
-
-@dataclass(frozen=True)
-class _Lookup:
-    """Where each live id's newest row is; arrays aligned, sorted by id."""
-
-    ids: np.ndarray  # int64 [m]
-    shard: np.ndarray  # int32 [m], position in the view's shards
-    row: np.ndarray  # int64 [m], row within that shard
-
-
-@dataclass(frozen=True)
 class _View:
-    shards: tuple[_Shard, ...]
-    lookup: _Lookup
+    shards: tuple[Shard, ...]
+    lookup: Lookup
 
 
 @dataclass(frozen=True)
@@ -100,79 +81,6 @@ class CompactionPolicy:
             return False
         stored = store.stored_rows
         return stored > 0 and (stored - store.count) / stored >= self.dead_ratio
-
-
-def fsync_dir(path: Path) -> None:
-    """Make renames inside `path` durable (POSIX needs the directory itself synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def temp_path_for(path: Path) -> Path:
-    """A hidden sibling name: scanners skip it, and it is on the same filesystem."""
-    return path.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write, fsync, rename: readers see the old file or the whole new one."""
-    tmp = temp_path_for(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = temp_path_for(path)
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = temp_path_for(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise storage_error(path, exc) from exc
-
-
-def storage_error(path: Path, exc: OSError) -> StorageError:
-    """A typed error naming the file and the reason (ENOSPC, EROFS, EDQUOT, ...)."""
-    return StorageError(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
-
-
-def _guarded_save_npy(path: Path, array: np.ndarray) -> None:
-    try:
-        _atomic_save_npy(path, array)
-    except OSError as exc:
-        _remove_temp_files(path.parent, path.name)
-        raise storage_error(path, exc) from exc
-
-
-def _remove_temp_files(root: Path, suffix: str = "") -> None:
-    for name in os.listdir(root):
-        if name.startswith(_TEMP_PREFIX) and name.endswith(suffix):
-            (root / name).unlink(missing_ok=True)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def as_ids(ids: np.ndarray | list[int]) -> np.ndarray:
@@ -201,60 +109,14 @@ def float32_rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
         torch.set_num_threads(before)
 
 
-def _events(shards: tuple[_Shard, ...]) -> Iterator[tuple[np.ndarray, int, np.ndarray, bool]]:
-    """(ids, shard position, rows, is a deletion) in replay order."""
-    for i, s in enumerate(shards):
-        if s.removed is not None and len(s.removed):
-            yield s.removed, i, np.full(len(s.removed), -1, np.int64), True
-        yield s.ids, i, np.arange(len(s.ids), dtype=np.int64), s.kind == "del"
-
-
-def _build_lookup(shards: tuple[_Shard, ...]) -> _Lookup:
-    """Replay all shards at once: per id, the last event wins; drop ids whose is a del."""
-    events = list(_events(shards))
-    if not events:
-        empty = np.empty(0, np.int64)
-        return _Lookup(empty, np.empty(0, np.int32), empty)
-    ids = np.concatenate([e[0] for e in events])
-    shard = np.concatenate([np.full(len(e[0]), e[1], np.int32) for e in events])
-    row = np.concatenate([e[2] for e in events])
-    is_del = np.concatenate([np.full(len(e[0]), e[3]) for e in events])
-    # stable sort keeps seq order among equal ids, so the last of each run is the newest
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = sorted_ids[1:] != sorted_ids[:-1]
-    keep = order[last]
-    keep = keep[~is_del[keep]]
-    return _Lookup(ids[keep], shard[keep], row[keep])
-
-
-def _apply_shard(lookup: _Lookup, shard: _Shard, position: int) -> _Lookup:
-    """The lookup after one more shard: its ids drop their old rows; an add re-adds them."""
-    gone = shard.ids if shard.removed is None else np.concatenate([shard.removed, shard.ids])
-    keep = np.ones(len(lookup.ids), dtype=bool)
-    if len(lookup.ids) and len(gone):  # lookup.ids is sorted: a binary search per id
-        pos = np.minimum(np.searchsorted(lookup.ids, gone), len(lookup.ids) - 1)
-        keep[pos[lookup.ids[pos] == gone]] = False
-    ids, where, row = lookup.ids[keep], lookup.shard[keep], lookup.row[keep]
-    if shard.kind == "del":
-        return _Lookup(ids, where, row)
-    order = np.argsort(shard.ids, kind="stable")
-    new_ids = shard.ids[order]
-    at = np.searchsorted(ids, new_ids)
-    return _Lookup(np.insert(ids, at, new_ids),
-                   np.insert(where, at, np.full(len(new_ids), position, np.int32)),
-                   np.insert(row, at, order.astype(np.int64)))
-
-
 class EmbeddingStore:
     """Append-only float16 embeddings with get-by-id, live iteration and replay."""
 
-    def __init__(self, path: Path, dim: int, shards: tuple[_Shard, ...]) -> None:
+    def __init__(self, path: Path, dim: int, shards: tuple[Shard, ...]) -> None:
         self.path = path
         self.dim = dim
         self._shards = shards
-        self._lookup: _Lookup | None = None
+        self._lookup: Lookup | None = None
         self._lock = threading.Lock()  # guards _shards/_lookup swaps and lookup rebuilds
         self._write_lock = threading.Lock()  # one writer at a time within the process
 
@@ -265,8 +127,8 @@ class EmbeddingStore:
             raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
-        _check_or_write_meta(root, int(dim))
-        return cls(root, int(dim), _scan(root, int(dim)))
+        check_or_write_meta(root, int(dim))
+        return cls(root, int(dim), scan(root, int(dim)))
 
     # -- reading -----------------------------------------------------------------
 
@@ -337,11 +199,11 @@ class EmbeddingStore:
         compaction by another process) means a full re-read from that snapshot."""
         shards = self._shards
         try:
-            fresh = _scan_newer(self.path, self.dim, shards)
+            fresh = scan_newer(self.path, self.dim, shards)
         except FileNotFoundError:  # compacted underneath us between listing and loading
             fresh = None
         if fresh is None:
-            self._publish(_scan(self.path, self.dim))
+            self._publish(scan(self.path, self.dim))
         elif fresh:
             self._publish(shards + fresh)
 
@@ -377,10 +239,10 @@ class EmbeddingStore:
             raise InvalidInputError("vectors overflow float16")
         with self._write_lock:
             seq = self.latest_seq + 1
-            _atomic_save_npz(self.path / f"{seq:08d}.put.npz",
+            atomic_save_npz(self.path / f"{seq:08d}.put.npz",
                              ids=ids_arr, vectors=half, removed=gone)
             fsync_dir(self.path)
-            self._publish(self._shards + (_Shard(seq, "put", ids_arr, half, gone),))
+            self._publish(self._shards + (Shard(seq, "put", ids_arr, half, gone),))
             return seq
 
     def delete(self, ids: np.ndarray | list[int]) -> int:
@@ -390,9 +252,9 @@ class EmbeddingStore:
             return self.latest_seq
         with self._write_lock:
             seq = self.latest_seq + 1
-            _guarded_save_npy(self.path / f"{seq:08d}.del.npy", ids_arr)
+            guarded_save_npy(self.path / f"{seq:08d}.del.npy", ids_arr)
             fsync_dir(self.path)
-            self._publish(self._shards + (_Shard(seq, "del", ids_arr, None),))
+            self._publish(self._shards + (Shard(seq, "del", ids_arr, None),))
             return seq
 
     def compact(self) -> int:
@@ -404,13 +266,13 @@ class EmbeddingStore:
             try:
                 ids = self._write_snapshot_vectors(view, vec_path)
             except OSError as exc:  # e.g. a full disk: the log stays as it was
-                _remove_temp_files(self.path)
+                remove_temp_files(self.path)
                 vec_path.unlink(missing_ok=True)
                 raise storage_error(vec_path, exc) from exc
-            _guarded_save_npy(self.path / f"{seq:08d}.snap.ids.npy", ids)  # the commit
+            guarded_save_npy(self.path / f"{seq:08d}.snap.ids.npy", ids)  # the commit
             fsync_dir(self.path)
-            self._publish((_Shard(seq, "snap", ids, _map(vec_path)),))
-            _remove_dead_files(self.path, seq)
+            self._publish((Shard(seq, "snap", ids, map_vectors(vec_path)),))
+            remove_dead_files(self.path, seq)
             return seq
 
     # -- internals ---------------------------------------------------------------
@@ -418,10 +280,10 @@ class EmbeddingStore:
     def _view(self) -> _View:
         with self._lock:
             if self._lookup is None:
-                self._lookup = _build_lookup(self._shards)
+                self._lookup = build_lookup(self._shards)
             return _View(self._shards, self._lookup)
 
-    def _publish(self, shards: tuple[_Shard, ...]) -> None:
+    def _publish(self, shards: tuple[Shard, ...]) -> None:
         """Swap in a new shard list; a lookup built for a prefix of it is updated in
         place of a full rebuild (a write would otherwise cost O(live rows · log))."""
         with self._lock:
@@ -430,7 +292,7 @@ class EmbeddingStore:
                 a is b for a, b in zip(old, shards, strict=False))
             if lookup is not None and extends:
                 for position in range(len(old), len(shards)):
-                    lookup = _apply_shard(lookup, shards[position], position)
+                    lookup = apply_shard(lookup, shards[position], position)
             else:
                 lookup = None
             self._shards, self._lookup = shards, lookup
@@ -444,7 +306,7 @@ class EmbeddingStore:
         return vec
 
     @staticmethod
-    def _live_rows(view: _View, batch_size: int) -> Iterator[tuple[_Shard, np.ndarray]]:
+    def _live_rows(view: _View, batch_size: int) -> Iterator[tuple[Shard, np.ndarray]]:
         """(shard, sorted rows) batches: sequential reads of each memory-mapped shard."""
         lk = view.lookup
         order = np.lexsort((lk.row, lk.shard))
@@ -468,101 +330,8 @@ class EmbeddingStore:
             at += len(rows)
         out.flush()
         del out
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
         return np.concatenate(ids) if ids else np.empty(0, np.int64)
 
 
-def _map(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r")
-
-
-def _check_or_write_meta(root: Path, dim: int) -> None:
-    meta_path = root / "store.json"
-    if meta_path.exists():
-        found = json.loads(meta_path.read_text())
-        if found.get("dim") != dim:
-            raise ManifestMismatchError(
-                f"embedding store {root} holds dim={found.get('dim')} vectors, expected dim={dim}"
-            )
-        return
-    meta = {"dim": dim, "dtype": "float16", "format": 1}
-    atomic_write_bytes(meta_path, json.dumps(meta).encode())
-    fsync_dir(root)
-
-
-def _scan(root: Path, dim: int) -> tuple[_Shard, ...]:
-    for attempt in range(_SCAN_RETRIES):
-        try:
-            return _scan_once(root, dim)
-        except FileNotFoundError:
-            if attempt == _SCAN_RETRIES - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _scan_once(root: Path, dim: int) -> tuple[_Shard, ...]:
-    commits: dict[int, str] = {}
-    for name in os.listdir(root):
-        match = COMMIT_RE.match(name)
-        if match:
-            commits[int(match[1])] = match[2] or match[3] or match[4]
-    # files older than the newest snapshot are dead (a compaction may not have removed them)
-    base = max((seq for seq, kind in commits.items() if kind == "snap"), default=0)
-    return tuple(
-        _load_shard(root, seq, commits[seq], dim) for seq in sorted(commits) if seq >= base
-    )
-
-
-def _scan_newer(root: Path, dim: int, held: tuple[_Shard, ...]) -> tuple[_Shard, ...] | None:
-    """Shards committed after `held`, or None when a full re-read is needed (a newer
-    snapshot, or a log that went backwards: the store was deleted and created again)."""
-    latest = held[-1].seq if held else 0
-    commits: dict[int, str] = {}
-    for name in os.listdir(root):
-        match = COMMIT_RE.match(name)
-        if match and int(match[1]) > latest:
-            commits[int(match[1])] = match[2] or match[3] or match[4]
-    if any(kind == "snap" for kind in commits.values()):
-        return None
-    if held and not (root / _commit_name(held[-1])).exists():
-        return None
-    return tuple(_load_shard(root, seq, commits[seq], dim) for seq in sorted(commits))
-
-
-def _commit_name(shard: _Shard) -> str:
-    if shard.kind in ("del", "put"):
-        return f"{shard.seq:08d}.{shard.kind}.{'npy' if shard.kind == 'del' else 'npz'}"
-    return f"{shard.seq:08d}.{shard.kind}.ids.npy"
-
-
-def _load_shard(root: Path, seq: int, kind: str, dim: int) -> _Shard:
-    if kind == "put":
-        with np.load(root / f"{seq:08d}.put.npz") as npz:
-            ids, vectors, removed = npz["ids"], npz["vectors"], npz["removed"]
-        if vectors.shape != (len(ids), dim) or vectors.dtype != np.float16:
-            raise CorruptIndexError(f"operation {seq} of {root}: vectors {vectors.dtype} "
-                                    f"{vectors.shape} do not match {len(ids)} ids of dim {dim}")
-        return _Shard(seq, kind, ids, vectors, removed)
-    if kind == "del":
-        return _Shard(seq, kind, np.load(root / f"{seq:08d}.del.npy"), None)
-    ids = np.load(root / f"{seq:08d}.{kind}.ids.npy")
-    vectors = _map(root / f"{seq:08d}.{kind}.vec.npy")
-    if vectors.shape != (len(ids), dim) or vectors.dtype != np.float16:
-        raise CorruptIndexError(
-            f"shard {seq} of {root}: vectors {vectors.dtype} {vectors.shape} "
-            f"do not match {len(ids)} ids of dim {dim}"
-        )
-    return _Shard(seq, kind, ids, vectors)
-
-
-def _remove_dead_files(root: Path, snapshot_seq: int) -> None:
-    """Remove all but the snapshot: replaced files, orphans of crashed writes, temp files.
-
-    Safe only because the caller is the one writer: nothing newer can be in flight.
-    """
-    keep = {f"{snapshot_seq:08d}.snap.ids.npy", f"{snapshot_seq:08d}.snap.vec.npy"}
-    for name in os.listdir(root):
-        if name not in keep and (name.startswith(_TEMP_PREFIX) or _SEQ_RE.match(name)):
-            (root / name).unlink(missing_ok=True)
-    fsync_dir(root)

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from search.errors import CorruptIndexError, ManifestMismatchError, NoIndexError
+from search.vectors.durable import atomic_write_bytes, fsync_dir, storage_error
 from search.vectors.index import VectorIndex
-from search.vectors.store import atomic_write_bytes, fsync_dir, storage_error
 
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"

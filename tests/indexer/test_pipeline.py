@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer import pipeline
+from indexer import decode_pool
 from indexer.operations import delete_items, index_source
 from indexer.pipeline import IndexOptions
 from search.engine import Searcher
@@ -20,12 +20,12 @@ QUIET = IndexOptions(workers=0, progress=False, batch_size=16)
 def test_workers_and_inline_give_the_same_collection(ws, catalog_file, monkeypatch):
     pools = []
 
-    class CountedPool(pipeline.ProcessPoolExecutor):
+    class CountedPool(decode_pool.ProcessPoolExecutor):
         def __init__(self, *args, **kwargs):
             pools.append(self)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "ProcessPoolExecutor", CountedPool)
+    monkeypatch.setattr(decode_pool, "ProcessPoolExecutor", CountedPool)
     inline = index_source(ws, "inline", catalog_file, options=QUIET)
     assert not pools
     # chunks of 8: the parent prepares the first, the two workers the other four

@@ -29,8 +29,9 @@ from search.lifecycle import (
 from search.media import MediaStore
 from search.settings import Settings
 from search.vectors.index import SearchParams, VectorIndex
+from search.vectors.lookup import build_lookup
 from search.vectors.space import VectorSpace
-from search.vectors.store import CompactionPolicy, EmbeddingStore, _build_lookup
+from search.vectors.store import CompactionPolicy, EmbeddingStore
 from search.vectors.versions import list_versions
 from search.workspace import Workspace
 from tests.api.conftest import API_KEY, WRITE, build_home, open_client
@@ -87,7 +88,7 @@ def test_incremental_lookup_and_refresh_match_a_full_replay(tmp_path):
         if step % 7 == 0:
             reader.refresh()
             assert np.array_equal(reader.live_ids(), np.array(sorted(live), np.int64))
-        full = _build_lookup(writer._shards)
+        full = build_lookup(writer._shards)
         assert np.array_equal(writer.live_ids(), full.ids)
     expected = np.array(sorted(live), np.int64)
     got, found = writer.get(expected)
