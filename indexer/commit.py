@@ -60,33 +60,47 @@ class ShardCommitter:
         self.collection.reconcile()  # drop what a killed earlier run left half-written
         self.staging = StagingArea(Path(staging_root))
         self.seen: set[str] = set()  # ids in the source, for --prune
+        self.resumed: set[str] = set()  # ids committed from a killed run's shards
 
     def target(self, media: MediaMode) -> CommitTarget:
         info = self.collection.info
         return CommitTarget(info.id, info.model, info.pretrained,
                             self.collection.prepare_context(media))
 
-    def commit(self, shard: str, job_id: int, *, track_seen: bool = True) -> ShardReport:
+    def commit(self, shard: str, job_id: int | None, *, resumed: bool = False
+               ) -> ShardReport:
+        """Load one shard. `resumed`: a shard a killed run staged; this run reads the
+        source again, so its failures and ids are reported then, and its items, found
+        unchanged then, are counted once (as stored now), not twice."""
         path = Path(shard)
         report = ShardReport(path.name)
         if path.name in self.staging.committed():
             report.skipped = True
             return report
         for batch in read_shard(path, COMMIT_ROWS):
-            if track_seen:
-                self.seen.update(e.external_id for e in batch if e.external_id)
             failures = [e for e in batch if isinstance(e, ItemFailure)]
             items = [e for e in batch if isinstance(e, PreparedItem)]
-            self.collection.record_failures(failures, job_id)
-            report.failures += failures
+            if not resumed:
+                self.seen.update(e.external_id for e in batch if e.external_id)
+                self.collection.record_failures(failures, job_id)
+                report.failures += failures
             if items:
-                added = self.collection.write(items, job_id=job_id)
-                report.new += added.new
-                report.changed += added.changed
-                report.unchanged += added.unchanged
-                report.failures += added.failures
+                self._write(items, job_id, resumed, report)
         self.staging.mark_committed(path)
         return report
+
+    def _write(self, items: list[PreparedItem], job_id: int | None, resumed: bool,
+               report: ShardReport) -> None:
+        added = self.collection.write(items, job_id=job_id)
+        recounted = 0
+        if resumed:
+            self.resumed.update(p.external_id for p in items)
+        else:
+            recounted = min(added.unchanged, sum(p.external_id in self.resumed for p in items))
+        report.new += added.new
+        report.changed += added.changed
+        report.unchanged += added.unchanged - recounted
+        report.failures += added.failures
 
     def prune(self) -> int:
         """Delete items that are no longer in the (completely read) source."""

@@ -38,6 +38,7 @@ from search import (
     prepare_or_fail,
 )
 
+PREPARE_CPUS = 0.5  # per decode task (see _dataset)
 PREPARED_SCHEMA = SHARD_SCHEMA.append(pa.field("pixels", pa.binary()))  # float32 [3, S, S]
 
 
@@ -189,9 +190,9 @@ def _run(books: _Books, committer: Any, staging: StagingArea, job: PrepareJob,
     done = staging.committed()
     for leftover in staging.shards():  # staged by a killed run: commit, don't recompute
         if leftover.name not in done:
-            books.count(commit_shard(committer, str(leftover), books.job_id, False))
+            books.count(commit_shard(committer, str(leftover), books.job_id, True))
     for row in _dataset(books.run, job, staging, books.job_id, resources).iter_rows():
-        books.count(commit_shard(committer, row["shard"], books.job_id, True))
+        books.count(commit_shard(committer, row["shard"], books.job_id, False))
     options = books.run.options
     if options.prune:
         books.summary.deleted = ray.get(committer.prune.remote())
@@ -201,10 +202,10 @@ def _run(books: _Books, committer: Any, staging: StagingArea, job: PrepareJob,
         books.log(failures)
 
 
-def commit_shard(committer: Any, shard: str, job_id: int, track_seen: bool) -> ShardReport:
+def commit_shard(committer: Any, shard: str, job_id: int, resumed: bool) -> ShardReport:
     import ray
 
-    return ray.get(committer.commit.remote(shard, job_id, track_seen=track_seen))
+    return ray.get(committer.commit.remote(shard, job_id, resumed=resumed))
 
 
 def _init_ray(address: str | None) -> dict[str, float]:
@@ -226,10 +227,14 @@ def _dataset(run: RayRun, job: PrepareJob, staging: StagingArea, job_id: int,
     context.enable_progress_bars = run.options.progress
     gpus = int(resources.get("GPU", 0))
     actors = gpus or max(1, int(resources.get("CPU", 1)) // 2)
+    # The read task lives as long as the source: a quarter CPU, so decode tasks and the
+    # encoders keep theirs. Decode tasks ask for another share than the encoders, which
+    # keeps Ray from fusing them into the encoder actors (decode would then not overlap
+    # with encoding, and would run on the GPU actors' CPUs).
     ds = ray.data.read_datasource(source_datasource(job.source, run.shard_rows),
-                                  override_num_blocks=1)
+                                  override_num_blocks=1, num_cpus=0.25)
     ds = ds.map_batches(prepare_block, fn_kwargs={"job": job}, batch_size=run.shard_rows,
-                        batch_format="pyarrow")
+                        batch_format="pyarrow", num_cpus=PREPARE_CPUS)
     return ds.map_batches(
         ShardEncoder, fn_constructor_kwargs={
             "model": job.target.model, "pretrained": job.target.pretrained,
