@@ -17,6 +17,7 @@ from pathlib import Path
 from indexer.pipeline import IndexOptions
 from indexer.staging import StagingArea, read_shard
 from search import (
+    Collection,
     IndexStats,
     ItemFailure,
     MediaMode,
@@ -53,14 +54,26 @@ class ShardReport:
 class ShardCommitter:
     def __init__(self, settings: Settings, collection: str, model: str | None,
                  pretrained: str | None, staging_root: str) -> None:
-        from indexer.operations import get_or_create
-
-        self.workspace = Workspace.open(settings)
-        self.collection = get_or_create(self.workspace, collection, model, pretrained)
-        self.collection.reconcile()  # drop what a killed earlier run left half-written
+        # nothing opened here: an error in a method reaches the driver as the typed error
+        # itself (an actor's constructor error only kills the actor)
+        self.settings, self.name = settings, collection
+        self.model, self.pretrained = model, pretrained
         self.staging = StagingArea(Path(staging_root))
         self.seen: set[str] = set()  # ids in the source, for --prune
         self.resumed: set[str] = set()  # ids committed from a killed run's shards
+        self.workspace: Workspace | None = None
+        self._collection: Collection | None = None
+
+    @property
+    def collection(self) -> Collection:
+        if self._collection is None:
+            from indexer.operations import get_or_create
+
+            self.workspace = Workspace.open(self.settings)
+            self._collection = get_or_create(self.workspace, self.name, self.model,
+                                             self.pretrained)
+            self._collection.reconcile()  # drop what a killed earlier run left half-written
+        return self._collection
 
     def target(self, media: MediaMode) -> CommitTarget:
         info = self.collection.info
@@ -113,7 +126,7 @@ class ShardCommitter:
     def generate(self, options: IndexOptions, job_id: int) -> tuple[int, list[ItemFailure]]:
         from search import generate_missing, load_generator
 
-        settings = self.workspace.settings
+        settings = self.settings
         generator = load_generator(options.generator, options.generator_model,
                                    device=settings.device, offline=settings.offline)
         report = generate_missing(self.collection, generator, batch_size=options.batch_size,
@@ -124,4 +137,5 @@ class ShardCommitter:
         return index_stats(self.collection.save())
 
     def close(self) -> None:
-        self.workspace.close()
+        if self.workspace is not None:
+            self.workspace.close()

@@ -177,10 +177,21 @@ def index_with_ray(workspace: Workspace, run: RayRun) -> JobSummary:
             raise
         summary = books.finish(ray.get(committer.save.remote()))
         staging.remove()
+        _catch_up(workspace, run.collection)
         return summary
     finally:
-        ray.get(committer.close.remote())
-        ray.kill(committer)
+        try:
+            ray.get(committer.close.remote())
+        finally:
+            ray.kill(committer)
+
+
+def _catch_up(workspace: Workspace, name: str) -> None:
+    """A collection this process already had open learns what the committer wrote (the
+    driver opens none itself: a cached one is the caller's)."""
+    cached = workspace.cached_collections().get(name)
+    if cached is not None:
+        cached.sync()
 
 
 def _run(books: _Books, committer: Any, staging: StagingArea, job: PrepareJob,

@@ -219,3 +219,49 @@ def test_ray_indexes_into_an_empty_ivf_collection(ray_local, tmp_path, tiny_mode
     assert summary.indexed == 40
     assert {s.spec for s in summary.index.values()} == {"IVF8,Flat"}
     ws.close()
+
+
+def test_ray_prune_and_generate_missing_match_local(ray_local, tmp_path, tiny_model):
+    """--prune deletes what the source no longer has, --generate-missing pictures the
+    text-only items: the same items, vectors and answers as the local engine."""
+    model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
+    weights = _generator_for(model, tmp_path / "gen.safetensors")
+    older = write_catalog(tmp_path / "old", 24)
+    source = write_catalog(tmp_path / "src", 18)  # sku-5, sku-11, sku-17 are text-only
+    options = _options(prune=True, generate_missing=True, generator="house",
+                       generator_model=str(weights))
+    snapshots = []
+    for engine in ("ray", "local"):
+        ws = Workspace.open(Settings(home=tmp_path / engine, device="cpu"))
+        index_source(ws, "shop", older, options=_options(), model=model)
+        summary = index_source(ws, "shop", source, options=options, engine=engine)
+        assert (summary.deleted, summary.generated, summary.unchanged) == (6, 3, 18)
+        snapshots.append(snapshot(ws, "shop"))
+        ws.close()
+    assert_same_collection(*snapshots)
+
+
+def _generator_for(model: str, path: Path) -> Path:
+    """Tiny house-generator weights bound to the saved model file (Ray's worker processes
+    load it by path: the tiny architecture is registered in this process only)."""
+    import torch
+
+    from search.models.generators.house_nets import Decoder, Prior, save_generator
+    from tests.utils.generators import TINY_NETS
+
+    metadata = {"encoder_model": model, "encoder_pretrained": "",
+                "encoder_identity": load_encoder(model, device="cpu").identity}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return save_generator(path, Prior(TINY_NETS), Decoder(TINY_NETS), TINY_NETS, metadata)
+
+
+def test_ray_unknown_model_is_the_typed_error(ray_local, tmp_path):
+    """An error in the committer actor reaches the caller as the engine's typed error."""
+    from search.errors import UnknownModelError
+
+    ws = Workspace.open(Settings(home=tmp_path / "home", device="cpu"))
+    with pytest.raises(UnknownModelError):
+        index_source(ws, "shop", write_catalog(tmp_path / "src", 3), options=_options(),
+                     model="no-such-model", engine="ray")
+    ws.close()
