@@ -27,9 +27,11 @@ test: system $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "not (slow and reliability)" $(PYTEST_ARGS)
 
 # Reliability suite, slow parts included: hostile inputs, security, faults, load; prints a
-# table and writes JSON to tests/reliability/results/ (the short parts also run in `test`)
+# table and writes JSON to tests/reliability/results/ (the short parts also run in `test`);
+# also the Ray driver-memory check at the issue's sizes (20k then 100k rows)
 reliability: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests/reliability tests/indexer/test_ray.py \
+		-m reliability $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check search indexer api tests

@@ -34,7 +34,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _add_parser(sub) -> None:
     p = sub.add_parser("add", help="index a folder, a JSONL/CSV/Parquet catalog or a text "
                                    "file into a collection (idempotent, resumable)")
-    p.add_argument("source", type=Path, help="folder, .jsonl, .csv, .parquet or .txt")
+    p.add_argument("source", help="folder, .jsonl, .csv, .parquet or .txt: a path, or with "
+                                  "--engine ray also a URI (s3://, gs://, file://...)")
     _common(p)
     p.add_argument("--model", help="model for a new collection (default from settings)")
     p.add_argument("--pretrained", help="weights tag or local file for a new collection")

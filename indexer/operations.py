@@ -13,6 +13,7 @@ from search import (
     Collection,
     CollectionStats,
     FailureRecord,
+    InvalidInputError,
     JobRecord,
     UnknownCollectionError,
     Workspace,
@@ -75,12 +76,21 @@ def report_dir(workspace: Workspace, collection: str) -> Path:
     return workspace.settings.home / "reports" / collection
 
 
-def index_source(workspace: Workspace, collection_name: str, source: Path, *,
+def index_source(workspace: Workspace, collection_name: str, source: Path | str, *,
                  columns: ColumnMap | None = None, options: IndexOptions | None = None,
                  model: str | None = None, pretrained: str | None = None,
                  engine: str = "local", ray_address: str | None = None) -> JobSummary:
-    """Add or update every item of `source`; resumable and idempotent."""
+    """Add or update every item of `source`; resumable and idempotent. The Ray engine
+    also reads URIs (s3://, gs://, file://...: indexer/ray_source.py)."""
     columns, options = columns or ColumnMap(), options or IndexOptions()
+    if engine == "ray":
+        from indexer.distributed import RayRun, index_with_ray
+
+        if options.generate_missing:  # a bad generator name fails before any item is read
+            _load_generator(workspace, options)
+        return index_with_ray(workspace, RayRun(collection_name, source, columns, options,
+                                                model, pretrained, ray_address))
+    source = _local_path(source)
     # a bad generator name or missing weights fails here, before any item is read
     generator = _load_generator(workspace, options) if options.generate_missing else None
     collection = get_or_create(workspace, collection_name, model, pretrained)
@@ -91,15 +101,9 @@ def index_source(workspace: Workspace, collection_name: str, source: Path, *,
     try:
         source_options = SourceOptions(
             follow_external_symlinks=options.follow_external_symlinks)
-        rows = open_source(Path(source), columns, source_options)
-        if engine == "ray":
-            from indexer.distributed import RayPreparer
-
-            stream = RayPreparer(collection, options, ray_address).stream(
-                rows, collection.known_hashes)
-        else:
-            stream = local_preparer(collection, options).stream(rows, collection.known_hashes)
-        runner.consume(stream, total=count_rows(Path(source)) if options.progress else None)
+        rows = open_source(source, columns, source_options)
+        stream = local_preparer(collection, options).stream(rows, collection.known_hashes)
+        runner.consume(stream, total=count_rows(source) if options.progress else None)
         if options.prune:
             runner.prune()
         if generator is not None:
@@ -108,6 +112,16 @@ def index_source(workspace: Workspace, collection_name: str, source: Path, *,
         runner.finish(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     return runner.finish()
+
+
+def _local_path(source: Path | str) -> Path:
+    text = str(source)
+    if text.startswith("file://"):
+        return Path(text.removeprefix("file://"))
+    if "://" in text:
+        raise InvalidInputError(f"{text}: the local engine reads local paths; read URIs "
+                                "with --engine ray")
+    return Path(source)
 
 
 def _load_generator(workspace: Workspace, options: IndexOptions) -> ImageGenerator:

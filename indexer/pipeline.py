@@ -1,7 +1,8 @@
 """The local indexing pipeline: read -> prepare (worker processes) -> encode -> write.
 
-Stages are swappable: `LocalPreparer` here and `RayPreparer` (indexer/distributed.py)
-both turn source rows into prepared items; `JobRunner` writes them and closes the job."""
+`LocalPreparer` turns source rows into prepared items; `JobRunner` writes them and closes
+the job. The Ray path (indexer/distributed.py) runs the same prepare and write functions
+as Ray Data stages."""
 
 from __future__ import annotations
 

@@ -167,7 +167,8 @@ def read_parquet(path: Path, columns: ColumnMap, options: SourceOptions = DEFAUL
 
     parser = RowParser(columns, path.parent, options)
     try:
-        file = pq.ParquetFile(path)
+        # a Path, or a file of another filesystem (indexer/ray_source.py) opened as a handle
+        file = pq.ParquetFile(path if isinstance(path, Path) else path.open("rb"))
         groups = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types on a bad footer
         yield RowError(path.name, None, f"unreadable Parquet file: {exc}")

@@ -425,12 +425,16 @@ class Catalog:
         """Give each (item_id, modality, source) a fresh vector id, dropping the old one.
 
         Returns (new ids in entry order, replaced old ids)."""
+        by_kind: dict[tuple[str, str], list[int]] = {}
+        for item_id, modality, source in entries:
+            by_kind.setdefault((modality, source), []).append(item_id)
         with self.session() as s:
-            old: list[int] = []
-            for item_id, modality, source in entries:
-                old += s.scalars(select(VectorRow.id).where(
-                    VectorRow.item_id == item_id, VectorRow.modality == modality,
-                    VectorRow.source == source)).all()
+            old: list[int] = []  # one query per chunk, not per item: bulk loads stay linear
+            for (modality, source), item_ids in by_kind.items():
+                for chunk in _chunks(item_ids):
+                    old += s.scalars(select(VectorRow.id).where(
+                        VectorRow.item_id.in_(chunk), VectorRow.modality == modality,
+                        VectorRow.source == source)).all()
             for chunk in _chunks(old):
                 s.execute(delete(VectorRow).where(VectorRow.id.in_(chunk)))
             rows = [VectorRow(collection_id=collection_id, item_id=i, modality=m, source=src)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import math
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +44,16 @@ _PRIVATE = object()
 def training_sample_size(n_vectors: int, nlist: int) -> int:
     """How many of `n_vectors` `VectorIndex.train` samples for an IVF of `nlist` lists."""
     return min(n_vectors, max(TRAIN_POINTS_PER_LIST * nlist, PQ_MIN_TRAIN_POINTS))
+
+
+def min_training_points(spec: str) -> int:
+    """The fewest vectors FAISS can train `spec` on (k-means needs a point per centroid):
+    the IVF's list count, 2^bits for PQ; 0 for specs that learn nothing."""
+    ivf = re.search(r"IVF(\d+)", spec)
+    pq = re.search(r"PQ(\d+)(?:x(\d+))?", spec)
+    lists = int(ivf.group(1)) if ivf else 0
+    codes = 2 ** int(pq.group(2) or 8) if pq else 0
+    return max(lists, codes)
 
 
 def choose_spec(n_vectors: int, dim: int, memory_budget_bytes: int | None = None) -> str:

@@ -14,6 +14,7 @@ from search.vectors.index import (
     VectorIndex,
     apply_ops,
     choose_spec,
+    min_training_points,
     search_reranked,
 )
 from search.vectors.store import CompactionPolicy, EmbeddingStore
@@ -103,7 +104,11 @@ class VectorSpace:
 
     def _train_from_store(self, spec: str) -> VectorIndex:
         index = VectorIndex.create(spec, self.dim)
-        if index.needs_training:
+        if index.needs_training and spec == self.fixed_spec and self._too_few_to_train(spec):
+            # a collection created with an IVF/PQ spec starts empty: exact search until it
+            # holds enough vectors to train on (save() then trains: needs_retrain)
+            index = VectorIndex.create("Flat", self.dim)
+        elif index.needs_training:
             index.train(self._training_sample())
         for ids, vectors in self.store.live():
             index.add(ids, vectors)
@@ -189,9 +194,13 @@ class VectorSpace:
     def store_ids(self) -> np.ndarray:
         return self.store.live_ids()
 
+    def _too_few_to_train(self, spec: str) -> bool:
+        return self.store.count < min_training_points(spec)
+
     def needs_retrain(self) -> bool:
-        if self.fixed_spec is not None:
-            return False
+        if self.fixed_spec is not None:  # the configured spec, once it can be trained
+            return (self.index.spec != self.fixed_spec
+                    and not self._too_few_to_train(self.fixed_spec))
         wanted = choose_spec(self.store.count, self.dim)
         current = self.index.spec
         if (wanted == "Flat") != (current == "Flat"):

@@ -1,9 +1,13 @@
-"""`--engine ray` in local mode (2 CPUs) gives the same catalog and answers as local."""
+"""`--engine ray` in local mode (2 CPUs) gives the same catalog and answers as local:
+Ray Data reads the source (paths and URIs), workers stage shards, the commit is exactly
+once across a killed run (indexer/distributed.py, commit.py, staging.py)."""
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from indexer import distributed
 from indexer.operations import index_source
 from indexer.pipeline import IndexOptions
 from search import MediaMode
@@ -79,9 +83,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-# The issue's sizes (20k -> 100k) take ~40 min on 2 shared cores: add (20_000, 100_000)
-# to run them; the partial measurement is in deploy/SCALING.md.
-@pytest.mark.parametrize("small, large", [(2_000, 10_000)])
+# The issue's sizes (20k -> 100k) take tens of minutes on 2 shared cores: they run in
+# `make reliability`; `make test` runs the same check at 2k -> 10k (deploy/SCALING.md).
+@pytest.mark.parametrize("small, large", [
+    (2_000, 10_000),
+    pytest.param(20_000, 100_000, marks=pytest.mark.reliability),
+])
 def test_driver_memory_does_not_grow_with_the_source(ray_local, tmp_path, tiny_model,
                                                      small, large):
     """The driver streams: indexing 5x more rows must not raise its peak RSS by 100 MB;
@@ -92,8 +99,11 @@ def test_driver_memory_does_not_grow_with_the_source(ray_local, tmp_path, tiny_m
     for engine, rows in (("ray", small), ("local", small), ("ray", large)):
         source = write_synthetic_catalog(tmp_path / f"src-{rows}", rows)
         ws = Workspace.open(Settings(home=tmp_path / f"{engine}-{rows}", device="cpu"))
-        summary = index_source(ws, "shop", source, options=options, model=model,
-                               engine=engine)
+        # exact search: from 20k vectors the automatic spec is IVF-PQ, whose training
+        # sample follows write order (the local engine batches texts by length), so its
+        # misses would differ between engines for reasons that are not the engine's
+        ws.create_collection("shop", model=model, index_spec="Flat")
+        summary = index_source(ws, "shop", source, options=options, engine=engine)
         assert (summary.indexed, summary.failed) == (rows, 0)
         if rows == small:
             snapshots[engine] = snapshot(ws, "shop")
@@ -103,3 +113,158 @@ def test_driver_memory_does_not_grow_with_the_source(ray_local, tmp_path, tiny_m
     print(f"driver peak RSS (MiB): ray {small} rows {peaks[0]:.0f}, then local {small} rows "
           f"{peaks[1]:.0f}, then ray {large} rows {peaks[2]:.0f}")
     assert peaks[2] - peaks[0] < 100, peaks
+
+
+def _options(**overrides):
+    return IndexOptions(**{"workers": 0, "progress": False, "batch_size": 16,
+                           "chunk_size": 16, **overrides})
+
+
+def test_ray_reads_a_parquet_catalog_by_file_uri(ray_local, tmp_path, tiny_model):
+    """A file:// URI goes through pyarrow's filesystem; answers equal the local engine's
+    on the same Parquet file (bad rows included)."""
+    import pyarrow.json as pajson
+
+    model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
+    jsonl = write_catalog(tmp_path / "src", 30)
+    source = jsonl.with_suffix(".parquet")
+    pq.write_table(pajson.read_json(jsonl), source, row_group_size=8)
+    snapshots = []
+    for engine, where in (("ray", source.as_uri()), ("local", source)):
+        ws = Workspace.open(Settings(home=tmp_path / engine, device="cpu"))
+        summary = index_source(ws, "shop", where, options=_options(), model=model,
+                               engine=engine)
+        assert (summary.indexed, summary.failed) == (30, 0)
+        snapshots.append(snapshot(ws, "shop"))
+        ws.close()
+    assert_same_collection(*snapshots)
+
+
+def test_killed_ray_job_rerun_commits_each_shard_exactly_once(ray_local, tmp_path,
+                                                              tiny_model, monkeypatch):
+    """The driver dies after two shards; the re-run commits what the first run staged but
+    never committed, skips what it did commit, and ends equal to the local engine."""
+    model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
+    source = write_catalog(tmp_path / "src", 80, broken=True)
+    ws = Workspace.open(Settings(home=tmp_path / "ray", device="cpu"))
+    real_commit, committed = distributed.commit_shard, []
+
+    def dies_after_two(*args, **kwargs):
+        if len(committed) == 2:
+            raise KeyboardInterrupt("killed between shards")
+        report = real_commit(*args, **kwargs)
+        committed.append(report.shard)
+        return report
+
+    monkeypatch.setattr(distributed, "commit_shard", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        index_source(ws, "shop", source, options=_options(), model=model, engine="ray")
+    [staging] = (tmp_path / "ray" / "staging" / "shop").iterdir()
+    assert (staging / "committed.log").read_text().split() == committed
+
+    def records(*args, **kwargs):
+        report = real_commit(*args, **kwargs)
+        committed.append(report.shard)
+        assert not report.skipped
+        return report
+
+    monkeypatch.setattr(distributed, "commit_shard", records)
+    summary = index_source(ws, "shop", source, options=_options(), model=model, engine="ray")
+    assert len(committed) == len(set(committed))  # no shard committed twice
+    assert summary.indexed + summary.unchanged == 80 and summary.unchanged > 0
+    assert summary.failed == 7  # the source's bad rows, reported once
+    assert not staging.exists()
+    ray_snapshot = snapshot(ws, "shop")
+    ws.close()
+    local = Workspace.open(Settings(home=tmp_path / "local", device="cpu"))
+    index_source(local, "shop", source, options=_options(), model=model)
+    assert_same_collection(ray_snapshot, snapshot(local, "shop"))
+    local.close()
+
+
+def test_shard_committed_twice_doubles_nothing(tmp_path, tiny_model):
+    """A kill between a shard's catalog write and its ledger line: the shard is committed
+    again, and its items come back unchanged (no Ray needed: the committer alone)."""
+    from indexer.commit import ShardCommitter
+    from indexer.staging import StagingArea, write_shard
+    from search import embed_prepared, prepare_or_fail
+    from tests.utils.corpus import catalog_items
+
+    settings = Settings(home=tmp_path / "home", device="cpu")
+    ws = Workspace.open(settings)
+    collection = ws.create_collection("shop", model=tiny_model)
+    prepared = [prepare_or_fail(i, collection.prepare_context(), None)
+                for i in catalog_items(20)]
+    embed_prepared(collection.encoder, prepared)
+    ws.close()
+    staging = StagingArea(tmp_path / "stage")
+    shard = staging.shard_path(1, 0)
+    write_shard(shard, list(enumerate(prepared)))
+    first = ShardCommitter(settings, "shop", None, None, str(staging.root))
+    assert first.commit(str(shard), None).new == 20
+    vectors = first.collection.stats().vectors
+    first.close()
+    (staging.root / "committed.log").unlink()  # the kill came before the ledger line
+    again = ShardCommitter(settings, "shop", None, None, str(staging.root))
+    report = again.commit(str(shard), None)
+    assert (report.new, report.changed, report.unchanged) == (0, 0, 20)
+    assert again.collection.stats().vectors == vectors
+    assert again.commit(str(shard), None).skipped  # now in the ledger: never again
+    again.close()
+
+
+def test_ray_indexes_into_an_empty_ivf_collection(ray_local, tmp_path, tiny_model):
+    model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
+    ws = Workspace.open(Settings(home=tmp_path / "home", device="cpu"))
+    ws.create_collection("shop", model=model, index_spec="IVF8,Flat")
+    summary = index_source(ws, "shop", write_catalog(tmp_path / "src", 40),
+                           options=_options(), engine="ray")
+    assert summary.indexed == 40
+    assert {s.spec for s in summary.index.values()} == {"IVF8,Flat"}
+    ws.close()
+
+
+def test_ray_prune_and_generate_missing_match_local(ray_local, tmp_path, tiny_model):
+    """--prune deletes what the source no longer has, --generate-missing pictures the
+    text-only items: the same items, vectors and answers as the local engine."""
+    model = str(load_encoder(tiny_model, device="cpu").save(tmp_path / "model"))
+    weights = _generator_for(model, tmp_path / "gen.safetensors")
+    older = write_catalog(tmp_path / "old", 24)
+    source = write_catalog(tmp_path / "src", 18)  # sku-5, sku-11, sku-17 are text-only
+    options = _options(prune=True, generate_missing=True, generator="house",
+                       generator_model=str(weights))
+    snapshots = []
+    for engine in ("ray", "local"):
+        ws = Workspace.open(Settings(home=tmp_path / engine, device="cpu"))
+        index_source(ws, "shop", older, options=_options(), model=model)
+        summary = index_source(ws, "shop", source, options=options, engine=engine)
+        assert (summary.deleted, summary.generated, summary.unchanged) == (6, 3, 18)
+        snapshots.append(snapshot(ws, "shop"))
+        ws.close()
+    assert_same_collection(*snapshots)
+
+
+def _generator_for(model: str, path: Path) -> Path:
+    """Tiny house-generator weights bound to the saved model file (Ray's worker processes
+    load it by path: the tiny architecture is registered in this process only)."""
+    import torch
+
+    from search.models.generators.house_nets import Decoder, Prior, save_generator
+    from tests.utils.generators import TINY_NETS
+
+    metadata = {"encoder_model": model, "encoder_pretrained": "",
+                "encoder_identity": load_encoder(model, device="cpu").identity}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return save_generator(path, Prior(TINY_NETS), Decoder(TINY_NETS), TINY_NETS, metadata)
+
+
+def test_ray_unknown_model_is_the_typed_error(ray_local, tmp_path):
+    """An error in the committer actor reaches the caller as the engine's typed error."""
+    from search.errors import UnknownModelError
+
+    ws = Workspace.open(Settings(home=tmp_path / "home", device="cpu"))
+    with pytest.raises(UnknownModelError):
+        index_source(ws, "shop", write_catalog(tmp_path / "src", 3), options=_options(),
+                     model="no-such-model", engine="ray")
+    ws.close()
