@@ -23,6 +23,7 @@ from search import (
     MediaMode,
     PrepareContext,
     PreparedItem,
+    RemotePolicy,
     Settings,
     Workspace,
     index_stats,
@@ -75,10 +76,10 @@ class ShardCommitter:
             self._collection.reconcile()  # drop what a killed earlier run left half-written
         return self._collection
 
-    def target(self, media: MediaMode) -> CommitTarget:
+    def target(self, media: MediaMode, remote: RemotePolicy | None = None) -> CommitTarget:
         info = self.collection.info
         return CommitTarget(info.id, info.model, info.pretrained,
-                            self.collection.prepare_context(media))
+                            self.collection.prepare_context(media, remote))
 
     def commit(self, shard: str, job_id: int | None, *, resumed: bool = False
                ) -> ShardReport:

@@ -7,7 +7,7 @@
 
 The driver never holds rows or vectors: it receives each shard's name and counts, passes
 the name to the committer and appends failures to the report. Semantics are the local
-engine's (same readers, same `prepare_or_fail`, same `Collection.write`): a bad row is one
+engine's (same readers, same `prepare_batch`, same `Collection.write`): a bad row is one
 failure, unchanged items are skipped by content hash, `--media` and `--generate-missing`
 behave the same. A killed job re-run commits what the killed run staged, then skips what
 is already committed (indexer/staging.py)."""
@@ -35,7 +35,7 @@ from search import (
     Settings,
     Workspace,
     embed_prepared,
-    prepare_or_fail,
+    prepare_batch,
 )
 
 PREPARE_CPUS = 0.5  # per decode task (see _dataset)
@@ -67,16 +67,22 @@ def prepare_block(table: pa.Table, job: PrepareJob) -> pa.Table:
     rows = list(table_rows(table))
     ids = [r.item.external_id for _, r in rows if not isinstance(r, RowError)]
     known = _known_hashes(job, ids) if ids else {}
-    out = []
+    out, pending = [], []
     for seq, row in rows:
         if isinstance(row, RowError):  # as the local JobRunner reports a reader's refusal
             out.append((seq, ItemFailure(row.external_id, "read",
                                          f"{row.location}: {row.reason}")))
             continue
         item = _fetch_remote_image(row.item, job.source)
-        result = item if isinstance(item, ItemFailure) else prepare_or_fail(
-            item, job.target.context, known.get(item.external_id))
-        out.append((seq, result))
+        if isinstance(item, ItemFailure):
+            out.append((seq, item))
+        else:
+            pending.append((seq, item))
+    # image URLs fetched concurrently under the job's policy, as the local decode stage does
+    prepared = prepare_batch([(item, known.get(item.external_id)) for _, item in pending],
+                             job.target.context)
+    out += [(seq, result) for (seq, _), result in zip(pending, prepared, strict=True)]
+    out.sort(key=lambda entry: entry[0])
     return _prepared_table(out)
 
 
@@ -167,7 +173,7 @@ def index_with_ray(workspace: Workspace, run: RayRun) -> JobSummary:
     committer = ray.remote(num_cpus=0)(ShardCommitter).remote(
         workspace.settings, run.collection, run.model, run.pretrained, str(staging.root))
     try:
-        target = ray.get(committer.target.remote(run.options.media))
+        target = ray.get(committer.target.remote(run.options.media, run.options.remote))
         books = _Books(workspace, target.collection_id, run, spec.label)
         try:
             _run(books, committer, staging, PrepareJob(target, workspace.settings, spec),
