@@ -1,5 +1,6 @@
-"""The attribute index: items' scalar attributes as typed, indexed rows (kept in step with
-`items.attributes` on every write), and cached allowed-id sets per filter.
+"""The attribute index: items' scalar attributes, and the scalar elements of their list
+attributes, as typed, indexed rows (kept in step with `items.attributes` on every write),
+and cached allowed-id sets per filter.
 
 A filter becomes index range scans over `item_attributes` instead of a JSON parse per
 item; a search with the same filter again reads a cached sorted numpy array, valid while
@@ -29,25 +30,44 @@ CACHED_IDS = 20_000_000  # int64 ids held in all cached sets together (160 MB)
 IdSetKey = tuple[int, tuple[str, ...], tuple[str, ...], tuple[tuple, ...]]
 
 
+MAX_LIST_VALUES = 256  # elements of one list attribute indexed (a facet click's filter)
+
+
 def attribute_rows(collection_id: int, item_id: int, attributes: Mapping[str, Any]
                    ) -> list[dict[str, Any]]:
-    """The typed rows of one item's filterable attributes (scalars under filterable keys)."""
+    """The typed rows of one item's filterable attributes: one per scalar, and one per
+    scalar element of a list (so `{"keywords": "red"}` matches `["red", "fruit"]`, as a
+    facet on the list counts it)."""
     rows = []
     for key, value in attributes.items():
         if not isinstance(key, str) or not _FILTERABLE_KEY.match(key):
             continue
-        row: dict[str, Any] = {"collection_id": collection_id, "item_id": item_id, "key": key,
-                               "text_value": None, "num_value": None, "bool_value": None}
-        if isinstance(value, bool):
-            row["bool_value"] = value
-        elif isinstance(value, int | float) and np.isfinite(float(value)):
-            row["num_value"] = float(value)
-        elif isinstance(value, str) and len(value) <= MAX_TEXT_VALUE:
-            row["text_value"] = value
-        else:
-            continue  # lists, objects, nulls: filters never matched them
-        rows.append(row)
+        values = value[:MAX_LIST_VALUES] if isinstance(value, list) else [value]
+        seen: set[tuple[str, Any]] = set()  # a repeated element is one row
+        for element in values:
+            row = _typed_row(collection_id, item_id, key, element)
+            if row is None:
+                continue
+            marker = (type(element).__name__, element)
+            if marker not in seen:
+                seen.add(marker)
+                rows.append(row)
     return rows
+
+
+def _typed_row(collection_id: int, item_id: int, key: str, value: Any
+               ) -> dict[str, Any] | None:
+    row: dict[str, Any] = {"collection_id": collection_id, "item_id": item_id, "key": key,
+                           "text_value": None, "num_value": None, "bool_value": None}
+    if isinstance(value, bool):
+        row["bool_value"] = value
+    elif isinstance(value, int | float) and np.isfinite(float(value)):
+        row["num_value"] = float(value)
+    elif isinstance(value, str) and len(value) <= MAX_TEXT_VALUE:
+        row["text_value"] = value
+    else:
+        return None  # objects, nulls, nested lists: filters never match them
+    return row
 
 
 def reindex_attributes(session: Session, collection_id: int,
