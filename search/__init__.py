@@ -16,6 +16,7 @@ by their full paths. The map:
 
 from search import errors
 from search.catalog.catalog import migrate_catalog
+from search.catalog.lexical import LexicalSettings
 from search.catalog.lookup import ItemRecord, items_by_id
 from search.catalog.models import MAX_EXTERNAL_ID, Modality
 from search.catalog.records import (
@@ -47,6 +48,7 @@ from search.collection.preparing import (
     embed_prepared,
     prepare_or_fail,
 )
+from search.collection.search_fields import MAX_DECLARED_FIELDS
 from search.engine import Searcher
 from search.errors import (
     CorruptImageError,
@@ -54,6 +56,7 @@ from search.errors import (
     InvalidInputError,
     InvalidQueryError,
     UnknownCollectionError,
+    UnknownFieldError,
     UnknownItemError,
     XmodalError,
 )
@@ -115,4 +118,5 @@ __all__ = [
     "index_stats", "is_reference", "is_remote_reference", "item_seed", "items_by_id",
     "load_encoder", "load_generator", "maintain", "migrate_catalog", "parse_facets",
     "parse_filters", "prepare_or_fail", "read_regular_file", "resolve_device",
+    "LexicalSettings", "MAX_DECLARED_FIELDS", "UnknownFieldError",
 ]
