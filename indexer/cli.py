@@ -62,6 +62,11 @@ def _add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _names(value: str) -> list[str]:
+    """A comma-separated list of field names ('' is none)."""
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmodal-index",
                                      description="Batch indexing of image and text corpora.")
@@ -80,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("status", help="counts, index versions, last jobs, recent failures")
     _common(p)
+    p = sub.add_parser("settings", help="show or declare the attributes keyword search reads "
+                                        "and the identifier attributes (rebuilds the "
+                                        "collection's keyword index)")
+    _common(p)
+    p.add_argument("--searchable-fields", type=_names, metavar="A,B",
+                   help="attributes keyword search reads besides the text ('*': every "
+                        "string and list-of-strings attribute, the default)")
+    p.add_argument("--identifier-fields", type=_names, metavar="A,B",
+                   help="attributes whose exact value ranks an item first (default sku,gtin; "
+                        "'' for none)")
     p = sub.add_parser("compact", help="compact embedding logs now, collect unreferenced "
                                        "media and trim the thumbnail cache (servers do this "
                                        "by themselves every XMODAL_MAINTENANCE_INTERVAL_S)")
@@ -160,6 +175,9 @@ def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:
                                      _options(args)), 0
     if args.command == "reindex":
         return reindex.rebuild_index(workspace, args.collection, args.spec), 0
+    if args.command == "settings":
+        return operations.search_fields(workspace, args.collection, args.searchable_fields,
+                                        args.identifier_fields), 0
     if args.command == "compact":
         report = maintain(workspace, collections=args.collections, force_compaction=True,
                           media=not args.no_media)
