@@ -14,6 +14,7 @@ from rich.console import Console
 from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
 from search import (
+    FusionMethod,
     MediaMode,
     SearchMode,
     Settings,
@@ -142,6 +143,10 @@ def _train_parsers(sub) -> None:
     p.add_argument("--mode", action="append", dest="modes",
                    choices=["vector", "keyword", "hybrid"],
                    help="with --queries: the mode(s) to evaluate (repeatable; default all)")
+    p.add_argument("--fusion", choices=[m.value for m in FusionMethod],
+                   help="with --queries: hybrid's fusion (default: the engine's)")
+    p.add_argument("--alpha", type=float, help="with --queries: weighted fusion's vector share")
+    p.add_argument("--rrf-k", type=int, help="with --queries: reciprocal rank fusion's k")
 
 
 def _options(args: argparse.Namespace) -> IndexOptions:
@@ -212,8 +217,11 @@ def _run_search_eval(args: argparse.Namespace, workspace: Workspace) -> Any:
     from indexer import search_eval
 
     modes = [SearchMode(m) for m in args.modes or ["vector", "keyword", "hybrid"]]
-    result = search_eval.evaluate_modes(workspace, args.collection,
-                                        search_eval.load_queries(args.queries), modes)
+    fusion = {"fusion_method": FusionMethod(args.fusion) if args.fusion else None,
+              "alpha": args.alpha, "rrf_k": args.rrf_k}
+    result = search_eval.evaluate_modes(
+        workspace, args.collection, search_eval.load_queries(args.queries), modes,
+        **{k: v for k, v in fusion.items() if v is not None})
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     if not args.json:
