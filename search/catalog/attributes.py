@@ -33,14 +33,12 @@ from search.catalog.models import CollectionRow, ItemAttributeRow, ItemRow
 from search.filters import Filter
 
 MAX_TEXT_VALUE = 1024  # longer strings are not indexed, so no filter matches them
+MAX_LIST_VALUES = 256  # elements indexed per list attribute (later ones never match)
 FILTERABLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")  # as search.filters
 CACHED_SETS = 64
 CACHED_IDS = 20_000_000  # int64 ids held in all cached sets together (160 MB)
 
 IdSetKey = tuple[int, tuple[str, ...], tuple[str, ...], tuple[tuple, ...]]
-
-
-MAX_LIST_VALUES = 256  # elements of one list attribute indexed (a facet click's filter)
 
 
 def attribute_rows(collection_id: int, item_id: int, attributes: Mapping[str, Any]
