@@ -48,6 +48,7 @@ ENGINE_ERRORS: dict[type[BaseException], tuple[int, str]] = {
     engine.ImageTooLargeError: (413, "image-too-large"),
     engine.CorruptImageError: (422, "bad-image"),
     engine.InvalidQueryError: (422, "invalid-query"),
+    engine.UnknownFieldError: (422, "unknown-field"),
     engine.InvalidPromptError: (422, "invalid-prompt"),
     engine.UnknownGeneratorError: (422, "unknown-generator"),
     engine.UnknownModelError: (422, "unknown-model"),

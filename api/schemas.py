@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from search import (
     COLLECTION_NAME_PATTERN,
+    MAX_DECLARED_FIELDS,
     MAX_EXTERNAL_ID,
     MAX_FILTER_FIELDS,
     MAX_GENERATED_SIDE,
@@ -31,6 +32,7 @@ from search import (
     MIN_GENERATED_SIDE,
     FacetScope,
     FusionMethod,
+    LexicalSettings,
     Modality,
     SearchMode,
     Target,
@@ -260,6 +262,25 @@ class CollectionList(BaseModel):
 
 class CollectionCreate(Strict):
     name: CollectionName
+
+
+class SearchFieldsWrite(Strict):
+    """What keyword search reads besides the text, and which attributes are identifiers.
+    Replaces both: an omitted `searchable_fields` (or null) means every string and
+    list-of-strings attribute; omitted `identifier_fields` means `sku` and `gtin`."""
+
+    searchable_fields: list[str] | None = Field(default=None,
+                                                max_length=MAX_DECLARED_FIELDS)
+    identifier_fields: list[str] = Field(
+        default_factory=lambda: list(LexicalSettings().identifiers),
+        max_length=MAX_DECLARED_FIELDS)
+
+
+class SearchFieldsPublic(BaseModel):
+    collection: str
+    searchable_fields: list[str] | None  # null: every string and list-of-strings attribute
+    identifier_fields: list[str]
+    reindexed: int | None = None  # items whose keyword entries were rebuilt (on PUT)
 
 
 class ItemWrite(Strict):

@@ -14,6 +14,7 @@ from rich.console import Console
 from indexer.pipeline import IndexOptions
 from indexer.readers import ColumnMap
 from search import (
+    FusionMethod,
     MediaMode,
     RemotePolicy,
     SearchMode,
@@ -76,6 +77,11 @@ def _add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _names(value: str) -> list[str]:
+    """A comma-separated list of field names ('' is none)."""
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmodal-index",
                                      description="Batch indexing of image and text corpora.")
@@ -94,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("status", help="counts, index versions, last jobs, recent failures")
     _common(p)
+    p = sub.add_parser("settings", help="show or declare the attributes keyword search reads "
+                                        "and the identifier attributes (rebuilds the "
+                                        "collection's keyword index)")
+    _common(p)
+    p.add_argument("--searchable-fields", type=_names, metavar="A,B",
+                   help="attributes keyword search reads besides the text ('*': every "
+                        "string and list-of-strings attribute, the default)")
+    p.add_argument("--identifier-fields", type=_names, metavar="A,B",
+                   help="attributes whose exact value ranks an item first (default sku,gtin; "
+                        "'' for none)")
     p = sub.add_parser("compact", help="compact embedding logs now, collect unreferenced "
                                        "media and trim the thumbnail cache (servers do this "
                                        "by themselves every XMODAL_MAINTENANCE_INTERVAL_S)")
@@ -141,6 +157,10 @@ def _train_parsers(sub) -> None:
     p.add_argument("--mode", action="append", dest="modes",
                    choices=["vector", "keyword", "hybrid"],
                    help="with --queries: the mode(s) to evaluate (repeatable; default all)")
+    p.add_argument("--fusion", choices=[m.value for m in FusionMethod],
+                   help="with --queries: hybrid's fusion (default: the engine's)")
+    p.add_argument("--alpha", type=float, help="with --queries: weighted fusion's vector share")
+    p.add_argument("--rrf-k", type=int, help="with --queries: reciprocal rank fusion's k")
 
 
 def _options(args: argparse.Namespace) -> IndexOptions:
@@ -184,6 +204,9 @@ def _run(args: argparse.Namespace, workspace: Workspace) -> tuple[Any, int]:
                                      _options(args)), 0
     if args.command == "reindex":
         return reindex.rebuild_index(workspace, args.collection, args.spec), 0
+    if args.command == "settings":
+        return operations.search_fields(workspace, args.collection, args.searchable_fields,
+                                        args.identifier_fields), 0
     if args.command == "compact":
         report = maintain(workspace, collections=args.collections, force_compaction=True,
                           media=not args.no_media)
@@ -218,8 +241,11 @@ def _run_search_eval(args: argparse.Namespace, workspace: Workspace) -> Any:
     from indexer import search_eval
 
     modes = [SearchMode(m) for m in args.modes or ["vector", "keyword", "hybrid"]]
-    result = search_eval.evaluate_modes(workspace, args.collection,
-                                        search_eval.load_queries(args.queries), modes)
+    fusion = {"fusion_method": FusionMethod(args.fusion) if args.fusion else None,
+              "alpha": args.alpha, "rrf_k": args.rrf_k}
+    result = search_eval.evaluate_modes(
+        workspace, args.collection, search_eval.load_queries(args.queries), modes,
+        **{k: v for k, v in fusion.items() if v is not None})
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     if not args.json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from search import (
     FailureRecord,
     InvalidInputError,
     JobRecord,
+    LexicalSettings,
     UnknownCollectionError,
     Workspace,
 )
@@ -28,6 +30,19 @@ class DeleteReport:
     collection: str
     requested: int
     vectors_removed: int
+
+
+@dataclass(frozen=True)
+class SearchFieldsReport:
+    """What `xmodal-index settings` shows."""
+
+    collection: str
+    searchable_fields: list[str] | None  # None: every string and list-of-strings attribute
+    identifier_fields: list[str]
+    reindexed: int | None  # items whose keyword entries were rebuilt; None: only shown
+
+
+ALL_STRING_FIELDS = ("*",)  # as `searchable`: every string and list-of-strings attribute
 
 
 @dataclass(frozen=True)
@@ -156,3 +171,27 @@ def collection_status(workspace: Workspace, collection_name: str) -> CollectionS
                             collection.encoder.weights.identity, collection.info.dim,
                             collection.stats(), history.recent_jobs(cid, 5),
                             history.recent_failures(cid, 10))
+
+
+def search_fields(workspace: Workspace, collection_name: str,
+                  searchable: Sequence[str] | None = None,
+                  identifiers: Sequence[str] | None = None) -> SearchFieldsReport:
+    """Show the collection's searchable and identifier fields or, with either given,
+    declare them (the other keeps its value) and rebuild its keyword index."""
+    collection = workspace.collection(collection_name)
+    current = collection.search_fields()
+    if searchable is None and identifiers is None:
+        return _fields_report(collection_name, current, None)
+    if searchable is None:
+        new_searchable = current.searchable
+    else:
+        new_searchable = None if tuple(searchable) == ALL_STRING_FIELDS else tuple(searchable)
+    reindexed = collection.set_search_fields(
+        new_searchable, current.identifiers if identifiers is None else tuple(identifiers))
+    return _fields_report(collection_name, collection.search_fields(), reindexed)
+
+
+def _fields_report(name: str, fields: LexicalSettings, reindexed: int | None
+                   ) -> SearchFieldsReport:
+    searchable = list(fields.searchable) if fields.searchable is not None else None
+    return SearchFieldsReport(name, searchable, list(fields.identifiers), reindexed)

@@ -17,6 +17,7 @@ by their full paths. The map:
 
 from search import errors
 from search.catalog.catalog import migrate_catalog
+from search.catalog.lexical import LexicalSettings
 from search.catalog.lookup import ItemRecord, items_by_id
 from search.catalog.models import MAX_EXTERNAL_ID, Modality
 from search.catalog.records import (
@@ -50,6 +51,7 @@ from search.collection.preparing import (
     prepare_batch,
     prepare_or_fail,
 )
+from search.collection.search_fields import MAX_DECLARED_FIELDS
 from search.engine import Searcher
 from search.errors import (
     CorruptImageError,
@@ -59,6 +61,7 @@ from search.errors import (
     InvalidQueryError,
     RemoteFetchError,
     UnknownCollectionError,
+    UnknownFieldError,
     UnknownItemError,
     XmodalError,
 )
@@ -130,4 +133,5 @@ __all__ = [
     "parse_filters", "prepare_or_fail", "read_regular_file", "resolve_device",
     "FetchFailure", "RemoteFetchError", "RemoteFetcher", "RemotePolicy", "Resolver",
     "fetch_images", "fetcher_for", "host_allowed", "prepare_batch", "resolve_host",
+    "LexicalSettings", "MAX_DECLARED_FIELDS", "UnknownFieldError",
 ]

@@ -25,6 +25,15 @@ class InvalidQueryError(InvalidInputError):
     """A search query is malformed (no inputs, wrong vector size, bad filter...)."""
 
 
+class UnknownFieldError(InvalidInputError):
+    """Fields declared for a collection that none of its items has (most likely a typo)."""
+
+    def __init__(self, collection: str, fields: list[str]) -> None:
+        names = ", ".join(repr(f) for f in fields)
+        super().__init__(f"no item of collection {collection!r} has the attribute(s) {names}")
+        self.collection, self.fields = collection, fields
+
+
 class NotFoundError(XmodalError, LookupError):
     """Something named by the caller does not exist."""
 

@@ -1,4 +1,4 @@
-"""Collections: list, describe, create, drop."""
+"""Collections: list, describe, create, drop; their search fields (read, declare)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from api.schemas import (
     CollectionList,
     CollectionPublic,
     IndexPublic,
+    SearchFieldsPublic,
+    SearchFieldsWrite,
 )
 from search import COLLECTION_NAME_PATTERN, Collection, Modality, Workspace
 
@@ -69,3 +71,33 @@ async def drop_collection(name: NamePath, workspace: WorkspaceDep, run: RunnerDe
                           _writer: WriterDep) -> Response:
     await run(lambda: _drop(workspace, name))
     return Response(status_code=204)
+
+
+def _fields(collection: Collection, reindexed: int | None = None) -> SearchFieldsPublic:
+    declared = collection.search_fields()
+    searchable = list(declared.searchable) if declared.searchable is not None else None
+    return SearchFieldsPublic(collection=collection.name, searchable_fields=searchable,
+                              identifier_fields=list(declared.identifiers),
+                              reindexed=reindexed)
+
+
+def _declare(collection: Collection, body: SearchFieldsWrite) -> SearchFieldsPublic:
+    reindexed = collection.set_search_fields(body.searchable_fields, body.identifier_fields)
+    return _fields(collection, reindexed)
+
+
+@router.get("/{name}/settings", response_model=SearchFieldsPublic,
+            responses=problem_responses(404, 422, 503),
+            summary="The attributes keyword search reads, and the identifier attributes")
+async def get_search_fields(name: NamePath, workspace: WorkspaceDep,
+                            run: RunnerDep) -> SearchFieldsPublic:
+    return await run(lambda: _fields(workspace.collection(name)))
+
+
+@router.put("/{name}/settings", response_model=SearchFieldsPublic,
+            responses=problem_responses(400, 401, 403, 404, 413, 422, 503),
+            summary="Declare the searchable and identifier attributes (rebuilds the "
+                    "collection's keyword index; a field no item has is refused)")
+async def put_search_fields(name: NamePath, body: SearchFieldsWrite, workspace: WorkspaceDep,
+                            run: RunnerDep, _writer: WriterDep) -> SearchFieldsPublic:
+    return await run(lambda: _declare(workspace.collection(name), body))

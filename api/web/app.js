@@ -79,8 +79,9 @@ async function loadCollections() {
   }
 }
 
-// Facet fields per collection, learnt from the hits: attributes holding repeated plain
-// values (a field unique to every hit, or a list, makes no useful filter).
+// Facet fields per collection, learnt from the hits: attributes holding plain strings, or
+// lists of them (a click on a list value filters on "contains"), where some value is shared
+// by two hits (a field unique to every hit makes no useful filter).
 const facetFields = {};
 const MAX_FACET_FIELDS = 5;
 let lastRequest = null;
@@ -89,12 +90,17 @@ function learnFacetFields(collection, hits) {
   const seen = {};
   for (const hit of hits) {
     for (const [key, value] of Object.entries(hit.attributes || {})) {
-      if (typeof value !== "string") continue;
-      (seen[key] = seen[key] || new Set()).add(value);
+      const values = Array.isArray(value) ? value : [value];
+      if (!values.length || !values.every((v) => typeof v === "string")) continue;
+      const field = (seen[key] = seen[key] || { values: new Set(), shared: false });
+      for (const v of new Set(values)) {
+        if (field.values.has(v)) field.shared = true;
+        field.values.add(v);
+      }
     }
   }
   const fields = Object.keys(seen)
-    .filter((key) => hits.length < 5 || seen[key].size < hits.length)
+    .filter((key) => hits.length < 5 || seen[key].shared)
     .slice(0, MAX_FACET_FIELDS);
   const known = facetFields[collection] || [];
   const fresh = fields.some((f) => !known.includes(f));

@@ -1,5 +1,6 @@
-"""The attribute index: items' scalar attributes as typed, indexed rows (kept in step with
-`items.attributes` on every write), and cached allowed-id sets per filter.
+"""The attribute index: items' scalar attributes, and the scalar elements of their list
+attributes, as typed, indexed rows (kept in step with `items.attributes` on every write),
+and cached allowed-id sets per filter.
 
 A filter becomes index range scans over `item_attributes` instead of a JSON parse per
 item; a search with the same filter again reads a cached sorted numpy array, valid while
@@ -15,14 +16,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from search.catalog.models import CollectionRow, ItemAttributeRow
+from search.catalog.models import CollectionRow, ItemAttributeRow, ItemRow
 from search.filters import Filter
 
 MAX_TEXT_VALUE = 1024  # longer strings are not indexed, so no filter matches them
-_FILTERABLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")  # as search.filters
+MAX_LIST_VALUES = 256  # elements indexed per list attribute (later ones never match)
+FILTERABLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")  # as search.filters
 CACHED_SETS = 64
 CACHED_IDS = 20_000_000  # int64 ids held in all cached sets together (160 MB)
 
@@ -31,23 +43,39 @@ IdSetKey = tuple[int, tuple[str, ...], tuple[str, ...], tuple[tuple, ...]]
 
 def attribute_rows(collection_id: int, item_id: int, attributes: Mapping[str, Any]
                    ) -> list[dict[str, Any]]:
-    """The typed rows of one item's filterable attributes (scalars under filterable keys)."""
+    """The typed rows of one item's filterable attributes: one per scalar, and one per
+    scalar element of a list (so `{"keywords": "red"}` matches `["red", "fruit"]`, as a
+    facet on the list counts it)."""
     rows = []
     for key, value in attributes.items():
-        if not isinstance(key, str) or not _FILTERABLE_KEY.match(key):
+        if not isinstance(key, str) or not FILTERABLE_KEY.match(key):
             continue
-        row: dict[str, Any] = {"collection_id": collection_id, "item_id": item_id, "key": key,
-                               "text_value": None, "num_value": None, "bool_value": None}
-        if isinstance(value, bool):
-            row["bool_value"] = value
-        elif isinstance(value, int | float) and np.isfinite(float(value)):
-            row["num_value"] = float(value)
-        elif isinstance(value, str) and len(value) <= MAX_TEXT_VALUE:
-            row["text_value"] = value
-        else:
-            continue  # lists, objects, nulls: filters never matched them
-        rows.append(row)
+        values = value[:MAX_LIST_VALUES] if isinstance(value, list) else [value]
+        seen: set[tuple[str, Any]] = set()  # a repeated element is one row
+        for element in values:
+            row = _typed_row(collection_id, item_id, key, element)
+            if row is None:
+                continue
+            marker = (type(element).__name__, element)
+            if marker not in seen:
+                seen.add(marker)
+                rows.append(row)
     return rows
+
+
+def _typed_row(collection_id: int, item_id: int, key: str, value: Any
+               ) -> dict[str, Any] | None:
+    row: dict[str, Any] = {"collection_id": collection_id, "item_id": item_id, "key": key,
+                           "text_value": None, "num_value": None, "bool_value": None}
+    if isinstance(value, bool):
+        row["bool_value"] = value
+    elif isinstance(value, int | float) and np.isfinite(float(value)):
+        row["num_value"] = float(value)
+    elif isinstance(value, str) and len(value) <= MAX_TEXT_VALUE:
+        row["text_value"] = value
+    else:
+        return None  # objects, nulls, nested lists: filters never match them
+    return row
 
 
 def reindex_attributes(session: Session, collection_id: int,
@@ -62,6 +90,27 @@ def reindex_attributes(session: Session, collection_id: int,
                 for r in attribute_rows(collection_id, item_id, attrs or {})]
         if rows:
             session.execute(insert(ItemAttributeRow), rows)
+
+
+def unknown_keys(session: Session, collection_id: int, names: Sequence[str]) -> list[str]:
+    """The names no item of the collection has as an attribute ([] while it has no items:
+    fields may be declared before the first write). Indexed keys are found in the attribute
+    index; the rest (objects, long strings) by one JSON probe per name."""
+    if not session.scalar(select(exists().where(ItemRow.collection_id == collection_id))):
+        return []
+    indexed = set(session.scalars(select(ItemAttributeRow.key).distinct().where(
+        ItemAttributeRow.collection_id == collection_id,
+        ItemAttributeRow.key.in_(list(names)))))
+    return [name for name in names if name not in indexed
+            and not session.scalar(select(exists().where(
+                ItemRow.collection_id == collection_id, _has_key(session, name))))]
+
+
+def _has_key(session: Session, name: str) -> ColumnElement[bool]:
+    if session.get_bind().dialect.name == "postgresql":
+        return ItemRow.attributes.op("->")(bindparam(None, name, String)).isnot(None)
+    return func.json_type(ItemRow.attributes, bindparam(None, f'$."{name}"', String)
+                          ).isnot(None)
 
 
 def bump_write_version(session: Session, collection_id: int) -> None:

@@ -20,6 +20,7 @@ from search.catalog.attributes import (
     bump_write_version,
     id_set_key,
     reindex_attributes,
+    unknown_keys,
     write_version,
 )
 from search.catalog.filter_sql import filter_clause
@@ -275,6 +276,10 @@ class Catalog:
                 reindex_attributes(s, collection_id, [(r.id, r.attributes) for r in reindex])
                 bump_write_version(s, collection_id)
             return [ItemChange(r.id, r.external_id, st) for r, st in changes]
+
+    def unknown_attribute_keys(self, collection_id: int, names: Sequence[str]) -> list[str]:
+        with self.session() as s:
+            return unknown_keys(s, collection_id, names)
 
     def lexical_settings(self, collection_id: int) -> lexical.LexicalSettings:
         with self.session() as s:

@@ -3,7 +3,9 @@
 Each filter is one indexed scan of `item_attributes` (collection, key, typed value) giving
 the matching item ids; filters combine with AND. Types never mix: a range filter only
 matches numbers, `"1"` never equals `1`, `true` never equals `1` — as on the JSON
-column before, where comparisons were type-guarded the same way.
+column before, where comparisons were type-guarded the same way. A list attribute has one
+row per element, so on a list `eq` and `in` mean "contains" and a range means "some
+element is in range" (a facet click on `keywords: red` finds `["red", "fruit"]`).
 """
 
 from __future__ import annotations

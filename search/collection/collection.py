@@ -13,7 +13,9 @@ from PIL import Image
 from sqlalchemy import delete, select
 
 from search.catalog.catalog import Catalog, CollectionInfo, ItemInput, ItemState
+from search.catalog.lexical import DEFAULT_IDENTIFIERS, LexicalSettings
 from search.catalog.models import ItemRow, Modality, Source, VectorRow
+from search.collection import search_fields
 from search.collection.locks import collection_write_lock
 from search.collection.preparing import (
     ItemFailure,
@@ -123,6 +125,19 @@ class Collection:
     def write_lock(self) -> AbstractContextManager[None]:
         """Hold this collection's inter-process write lock (re-entrant in one process)."""
         return collection_write_lock(self.root)
+
+    def search_fields(self) -> LexicalSettings:
+        """The attributes keyword search reads and the identifier attributes."""
+        return self.catalog.lexical_settings(self.info.id)
+
+    def set_search_fields(self, searchable: Sequence[str] | None,
+                          identifiers: Sequence[str] = DEFAULT_IDENTIFIERS) -> int:
+        """Declare them (see search.collection.search_fields); returns the items re-indexed.
+        Under the write lock, so no writer commits entries made with the old fields after
+        the rebuild."""
+        with collection_write_lock(self.root):
+            return search_fields.declare(self.catalog, self.info.id, self.name, searchable,
+                                         identifiers)
 
     def prepare_context(self, media: MediaMode = MediaMode.COPY,
                         remote: RemotePolicy | None = None) -> PrepareContext:

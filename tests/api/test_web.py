@@ -15,6 +15,9 @@ import uvicorn
 
 from api.app import create_app
 from api.config import ApiConfig
+from search.collection.collection import NewItem
+from search.settings import Settings
+from tests.api.conftest import API_KEY, build_home
 from tests.utils.corpus import png_bytes
 
 pytestmark = pytest.mark.browser
@@ -24,10 +27,27 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 
 
+# Tags are lists: a facet click on one filters on "contains".
+TAGS = (["red", "fruit"], ["blue"], ["red"], ["green", "fruit"])
+TAGGED_ITEMS = [NewItem(f"t{i}", text=f"tagged thing {i}", image=png_bytes(i),
+                        attributes={"tags": TAGS[i % 4], "shelf": f"s{i % 2}"})
+                for i in range(12)]
+
+
 @pytest.fixture(scope="module")
-def live_url(shop_settings) -> Iterator[str]:
+def web_settings(tmp_path_factory, tiny_model) -> Settings:
+    """The shop, and a collection with list attributes, in a home of this module's own."""
+    settings = Settings(home=tmp_path_factory.mktemp("web-home"), model=tiny_model,
+                        device="cpu", offline=True, api_key=API_KEY)
+    build_home(settings)
+    build_home(settings, "tagged", TAGGED_ITEMS)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def live_url(web_settings) -> Iterator[str]:
     """The app on a real uvicorn server in a thread, on a loopback port of its own."""
-    config = uvicorn.Config(create_app(shop_settings, ApiConfig(reload_interval_s=5)),
+    config = uvicorn.Config(create_app(web_settings, ApiConfig(reload_interval_s=5)),
                             host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -195,3 +215,24 @@ def test_facet_sidebar_sets_and_clears_a_filter(page):
     page.wait_for_function("() => document.querySelectorAll("
                            "\"#facets ul[data-field='category'] button\").length > 1")
     assert page.input_value("#filters") == ""
+
+
+def test_facet_click_on_a_list_value_filters_on_contains(page):
+    page.select_option("#collection", "tagged")
+    page.check("input[name='mode'][value='keyword']")
+    page.fill("#query", "tagged thing")
+    page.press("#query", "Enter")
+    page.wait_for_selector("#facets ul[data-field='tags'] button[data-value='red']")
+    counts = dict(zip(page.locator("#facets ul[data-field='tags'] .value").all_inner_texts(),
+                      page.locator("#facets ul[data-field='tags'] .count").all_inner_texts(),
+                      strict=True))
+    assert counts == {"red": "6", "fruit": "6", "blue": "3", "green": "3"}  # over 12 items
+    page.locator("#facets ul[data-field='tags'] button[data-value='red']").click()
+    page.wait_for_selector("#facets ul[data-field='tags'] button.active[data-value='red']")
+    assert json.loads(page.input_value("#filters")) == {"tags": "red"}
+    page.wait_for_function("() => document.querySelectorAll('li.hit').length === 6")
+    found = sorted(page.locator("li.hit .external-id").all_inner_texts())
+    assert found == sorted(f"t{i}" for i in range(12) if "red" in TAGS[i % 4])
+    # the other values now count only within the red items
+    values = page.locator("#facets ul[data-field='tags'] .value").all_inner_texts()
+    assert sorted(values) == ["fruit", "red"]

@@ -9,7 +9,7 @@ import pytest
 from indexer.cli import build_parser, main
 from tests.indexer.conftest import write_catalog
 
-COMMANDS = ["add", "delete", "reindex", "status", "compact", "migrate"]
+COMMANDS = ["add", "delete", "reindex", "status", "settings", "compact", "migrate"]
 
 
 def test_every_command_has_help_and_is_documented(capsys):
@@ -106,3 +106,35 @@ def test_other_results_print_as_key_value_lines():
                    "tags": ["🌻", "x"]})
     assert text.splitlines() == ["out: models/été", "epochs: 2", "metrics:",
                                  "  t2i_r1: 0.5", 'tags: ["🌻", "x"]']
+
+
+def test_settings_shows_and_declares_search_fields(workspace, capsys, monkeypatch):
+    from search import NewItem
+
+    shop = workspace.create_collection("shop")
+    shop.add_items([NewItem("shoe", text="running shoe", attributes={
+        "keywords": ["sneakers"], "brand": "Acme", "mpn": "RS-1"})])
+    monkeypatch.setenv("XMODAL_DATABASE_URL", workspace.settings.database_url)
+    monkeypatch.setenv("XMODAL_DEVICE", "cpu")
+    home = ["-c", "shop", "--home", str(workspace.settings.home), "--json"]
+    workspace.close()
+
+    def run(*args):
+        code = main(["settings", *home, *args])
+        captured = capsys.readouterr()
+        return code, (json.loads(captured.out) if code == 0 else captured.err)
+
+    assert run() == (0, {"collection": "shop", "searchable_fields": None,
+                         "identifier_fields": ["sku", "gtin"], "reindexed": None})
+    assert run("--searchable-fields", "brand, keywords") == (0, {
+        "collection": "shop", "searchable_fields": ["brand", "keywords"],
+        "identifier_fields": ["sku", "gtin"], "reindexed": 1})
+    code, shown = run("--identifier-fields", "mpn")  # searchable keeps its value
+    assert shown["searchable_fields"] == ["brand", "keywords"]
+    assert shown["identifier_fields"] == ["mpn"]
+    code, shown = run("--searchable-fields", "*", "--identifier-fields", "")
+    assert (shown["searchable_fields"], shown["identifier_fields"]) == (None, [])
+    code, error = run("--searchable-fields", "brand,colour")
+    assert code == 2 and "'colour'" in error
+    code, error = run("--identifier-fields", "bad name")
+    assert code == 2 and "bad name" in error
