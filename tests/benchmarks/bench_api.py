@@ -75,6 +75,8 @@ OPTIONS = {
                        "XMODAL_QUERY_IMAGE_INT8": "true"},
     "threads by load, int8": {"XMODAL_QUERY_TEXT_INT8": "true",
                               "XMODAL_QUERY_IMAGE_INT8": "true"},
+    "all cores, int8": {"XMODAL_QUERY_THREADS": str(os.cpu_count() or 1),
+                        "XMODAL_QUERY_TEXT_INT8": "true", "XMODAL_QUERY_IMAGE_INT8": "true"},
 }
 DEFAULT_OPTION = "threads by load, int8"
 
