@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -229,10 +230,15 @@ def _run_training(args: argparse.Namespace, workspace: Workspace) -> Any:
     result = training.evaluate_collection(workspace, args.collection, models=args.models,
                                           holdout_percent=args.holdout_percent,
                                           limit=args.limit)
+    return _eval_output(args, result, training.format_eval)
+
+
+def _eval_output(args: argparse.Namespace, result: Any, table: Callable[[Any], str]) -> Any:
+    """`--out` gets the JSON; the terminal a table, or the result itself with `--json`."""
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     if not args.json:
-        print(training.format_eval(result))
+        print(table(result))
         return None
     return result
 
@@ -246,12 +252,7 @@ def _run_search_eval(args: argparse.Namespace, workspace: Workspace) -> Any:
     result = search_eval.evaluate_modes(
         workspace, args.collection, search_eval.load_queries(args.queries), modes,
         **{k: v for k, v in fusion.items() if v is not None})
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-    if not args.json:
-        print(search_eval.format_table(result))
-        return None
-    return result
+    return _eval_output(args, result, search_eval.format_table)
 
 
 def main(argv: list[str] | None = None) -> int:
