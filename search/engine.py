@@ -9,8 +9,8 @@ import numpy as np
 
 from search import hybrid
 from search.candidates import RankedItem, owner_map, rank_items
-from search.catalog.catalog import VectorInfo
 from search.catalog.models import Modality
+from search.catalog.vectors import VectorInfo
 from search.collection.collection import Collection
 from search.errors import InvalidQueryError, UnknownItemError
 from search.media import decode_image

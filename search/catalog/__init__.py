@@ -1,7 +1,9 @@
 """The SQL catalog: what every vector means (collections, items, vectors, generations), what
 was done to a collection (jobs, failures, index versions), and the Alembic migrations.
 
-- `catalog.py` — `Catalog`: the queries and writes, one session factory.
+- `catalog.py` — `Catalog`: engine, session factory and collections; composes the row
+  groups `items.py` (`ItemRows`, `ItemInput`), `vectors.py` (`VectorRows`, `VectorInfo`)
+  and `generations.py` (`GenerationRows`) over `transactions.py` (one session, IN-list chunks).
 - `models.py` — SQLAlchemy 2 table models; `Modality`.
 - `filter_sql.py` — metadata filters translated into SQL.
 - `history.py` — `CatalogHistory`: jobs, failures, index builds.

@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import delete, select
 
-from search.catalog.catalog import Catalog, CollectionInfo, ItemInput, ItemState
+from search.catalog.catalog import Catalog, CollectionInfo
+from search.catalog.items import ItemInput, ItemState
 from search.catalog.lexical import DEFAULT_IDENTIFIERS, LexicalSettings
 from search.catalog.models import ItemRow, Modality, Source, VectorRow
 from search.collection import search_fields

@@ -9,7 +9,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, column, insert, select, table, text
 
-from search.catalog.catalog import ItemInput, create_catalog_engine, open_catalog
+from search.catalog.catalog import create_catalog_engine, open_catalog
+from search.catalog.items import ItemInput
 from search.catalog.models import VectorRow
 from search.filters import parse_filters
 

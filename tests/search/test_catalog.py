@@ -3,7 +3,8 @@
 import pytest
 from sqlalchemy import inspect
 
-from search.catalog.catalog import ItemInput, ItemState, open_catalog
+from search.catalog.catalog import open_catalog
+from search.catalog.items import ItemInput, ItemState
 from search.errors import CollectionExistsError, UnknownCollectionError
 from search.filters import parse_filters
 

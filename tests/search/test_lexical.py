@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import text
 
 from search.catalog import keyword, lexical
-from search.catalog.catalog import ItemInput
+from search.catalog.items import ItemInput
 from search.catalog.lexical import LexicalSettings
 from search.facets import FacetBucket, parse_facets
 from search.filters import parse_filters

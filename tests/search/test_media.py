@@ -1,4 +1,4 @@
-"""search/media.py: safe decoding (limits, modes, EXIF, draft) and the media store."""
+"""search/media/: safe decoding (limits, modes, EXIF, draft) and the media store."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from search.errors import (
     MediaNotFoundError,
 )
 from search.media import DecodeLimits, MediaStore, decode_image
+from search.media import store as media_store
 from tests.utils import images
 
 # --- modes and formats --------------------------------------------------------------
@@ -372,7 +373,7 @@ def test_thumbnail_fits_the_box_and_is_cached(
     def render_again(*args: object) -> bytes:
         raise AssertionError("thumbnail regenerated instead of served from cache")
 
-    monkeypatch.setattr(media, "_render_thumbnail", render_again)
+    monkeypatch.setattr(media_store, "_render_thumbnail", render_again)
     assert store.thumbnail(ref, 256) == first
 
 

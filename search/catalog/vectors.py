@@ -1,0 +1,144 @@
+"""Vector rows: the ids the FAISS index stores, what item each belongs to, and the
+allowed-id sets filters select (cached until the collection's next write)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, delete, func, select
+
+from search.catalog.attributes import IdSetCache, bump_write_version, id_set_key, write_version
+from search.catalog.filter_sql import filter_clause
+from search.catalog.models import GenerationRow, ItemRow, VectorRow
+from search.catalog.transactions import Transactional, chunks
+from search.filters import Filter
+
+
+@dataclass(frozen=True)
+class VectorInfo:
+    """A vector joined with its item: everything a hit shows."""
+
+    vector_id: int
+    item_id: int
+    external_id: str
+    modality: str
+    source: str
+    text: str | None
+    image_ref: str | None
+    attributes: dict[str, Any]
+    image_generated: bool = False  # image_ref is a picture generated from the text
+
+
+class VectorRows(Transactional):
+    id_sets: IdSetCache
+
+    def replace_vectors(self, collection_id: int, entries: Sequence[tuple[int, str, str]]
+                        ) -> tuple[list[int], list[int]]:
+        """Give each (item_id, modality, source) a fresh vector id, dropping the old one.
+
+        Returns (new ids in entry order, replaced old ids)."""
+        by_kind: dict[tuple[str, str], list[int]] = {}
+        for item_id, modality, source in entries:
+            by_kind.setdefault((modality, source), []).append(item_id)
+        with self.session() as s:
+            old: list[int] = []  # one query per chunk, not per item: bulk loads stay linear
+            for (modality, source), item_ids in by_kind.items():
+                for chunk in chunks(item_ids):
+                    old += s.scalars(select(VectorRow.id).where(
+                        VectorRow.item_id.in_(chunk), VectorRow.modality == modality,
+                        VectorRow.source == source)).all()
+            for chunk in chunks(old):
+                s.execute(delete(VectorRow).where(VectorRow.id.in_(chunk)))
+            rows = [VectorRow(collection_id=collection_id, item_id=i, modality=m, source=src)
+                    for i, m, src in entries]
+            s.add_all(rows)
+            s.flush()
+            bump_write_version(s, collection_id)  # new ids: cached allowed sets are stale
+            return [r.id for r in rows], old
+
+    def remove_vectors(self, item_ids: Sequence[int], modality: str, source: str) -> list[int]:
+        with self.session() as s:
+            ids = []
+            for chunk in chunks(list(item_ids)):
+                ids += s.scalars(select(VectorRow.id).where(
+                    VectorRow.item_id.in_(chunk), VectorRow.modality == modality,
+                    VectorRow.source == source)).all()
+            for chunk in chunks(ids):
+                s.execute(delete(VectorRow).where(VectorRow.id.in_(chunk)))
+            return ids
+
+    def vector_ids(self, collection_id: int, *, modalities: Sequence[str] | None = None,
+                   filters: list[Filter] | None = None, sources: Sequence[str] | None = None,
+                   within: np.ndarray | None = None) -> np.ndarray:
+        """Ids of the collection's vectors whose item passes `filters` (int64, sorted)."""
+        query = self._vectors_where(select(VectorRow.id), collection_id, modalities, filters,
+                                    sources)
+        with self.session() as s:
+            if within is None:
+                ids = list(s.scalars(query))
+            else:
+                ids = []
+                for chunk in chunks([int(i) for i in within]):
+                    ids += s.scalars(query.where(VectorRow.id.in_(chunk))).all()
+        return np.array(sorted(ids), dtype=np.int64)
+
+    def count_vectors(self, collection_id: int, *, modalities: Sequence[str] | None = None,
+                      filters: list[Filter] | None = None,
+                      sources: Sequence[str] | None = None) -> int:
+        query = self._vectors_where(select(func.count(VectorRow.id)), collection_id,
+                                    modalities, filters, sources)
+        with self.session() as s:
+            return int(s.scalar(query) or 0)
+
+    def _vectors_where(self, query: Select, collection_id: int,
+                       modalities: Sequence[str] | None, filters: list[Filter] | None,
+                       sources: Sequence[str] | None) -> Select:
+        """`query` over VectorRow narrowed to a collection, modalities, sources, filters."""
+        query = query.where(VectorRow.collection_id == collection_id)
+        if modalities:
+            query = query.where(VectorRow.modality.in_(list(modalities)))
+        if sources:
+            query = query.where(VectorRow.source.in_(list(sources)))
+        clause = filter_clause(filters or [], collection_id, VectorRow.item_id)
+        return query if clause is None else query.where(clause)
+
+    def allowed_vector_ids(self, collection_id: int, *, modalities: Sequence[str] | None,
+                           filters: Sequence[Filter], sources: Sequence[str] | None
+                           ) -> np.ndarray:
+        """`vector_ids(...)` through a cache valid until the collection's next write:
+        a repeated filter costs one tiny stamp query, not a scan (int64, sorted)."""
+        key = id_set_key(collection_id, modalities, sources, filters)
+        with self.session() as s:
+            version = write_version(s, collection_id)
+            cached = self.id_sets.get(key, version)
+            if cached is not None:
+                return cached
+            query = self._vectors_where(select(VectorRow.id), collection_id, modalities,
+                                        list(filters), sources)
+            ids = np.fromiter(s.scalars(query.order_by(VectorRow.id)), dtype=np.int64)
+        self.id_sets.put(key, version, ids)
+        return ids
+
+    def vector_infos(self, vector_ids: Sequence[int]) -> dict[int, VectorInfo]:
+        """Join vectors to their items in one query per chunk."""
+        infos: dict[int, VectorInfo] = {}
+        with self.session() as s:
+            for chunk in chunks([int(i) for i in vector_ids]):
+                rows = s.execute(
+                    select(VectorRow.id, VectorRow.modality, VectorRow.source, ItemRow,
+                           GenerationRow.image_ref)
+                    .join(ItemRow, ItemRow.id == VectorRow.item_id)
+                    .outerjoin(GenerationRow, GenerationRow.item_id == ItemRow.id)
+                    .where(VectorRow.id.in_(chunk))
+                ).all()
+                for vid, modality, source, item, generated_ref in rows:
+                    image_ref = item.image_ref or generated_ref  # a real image always wins
+                    infos[vid] = VectorInfo(vid, item.id, item.external_id, modality, source,
+                                            item.text, image_ref, item.attributes or {},
+                                            image_ref is not None and not item.image_ref)
+        return infos
+
+
