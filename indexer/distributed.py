@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from indexer.commit import CommitTarget, ShardCommitter, ShardReport
-from indexer.jobs import JobSummary
+from indexer.jobs import JobSummary, append_failure_report
 from indexer.pipeline import IndexOptions
 from indexer.ray_source import SourceSpec, resolve_source, source_datasource, table_rows
 from indexer.readers import ColumnMap, RowError, SourceOptions
@@ -283,13 +283,8 @@ class _Books:
         self.log(report.failures)
 
     def log(self, failures: list[ItemFailure]) -> None:
-        if not failures:
-            return
         self.summary.failed += len(failures)
-        self.report_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.report_path.open("a", encoding="utf-8") as handle:
-            for f in failures:
-                handle.write(json.dumps(asdict(f)) + "\n")
+        append_failure_report(self.report_path, failures)
 
     def finish(self, index: dict | None, status: str = "done", error: str | None = None
                ) -> JobSummary:

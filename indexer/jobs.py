@@ -46,6 +46,16 @@ class JobSummary:
         return 0
 
 
+def append_failure_report(path: Path, failures: list[ItemFailure]) -> None:
+    """One JSON line per failed item (which item, which stage, why), appended."""
+    if not failures:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        for f in failures:
+            handle.write(json.dumps(asdict(f)) + "\n")
+
+
 class JobRunner:
     """Consumes prepared items in full batches and keeps the job's books."""
 
@@ -128,13 +138,8 @@ class JobRunner:
         self._log(failures)
 
     def _log(self, failures: list[ItemFailure]) -> None:
-        if not failures:
-            return
         self.summary.failed += len(failures)
-        self.report_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.report_path.open("a", encoding="utf-8") as handle:
-            for f in failures:
-                handle.write(json.dumps(asdict(f)) + "\n")
+        append_failure_report(self.report_path, failures)
 
     def prune(self) -> None:
         """Delete items that are no longer in the (completely read) source."""

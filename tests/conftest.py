@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,3 +68,18 @@ def workspace(settings: Settings) -> Iterator:
     ws = Workspace.open(settings)
     yield ws
     ws.close()
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every outgoing TCP connection attempt from this process (SSRF tests assert that a
+    refusal happens before any)."""
+    calls: list = []
+    real = socket.create_connection
+
+    def spy(address, *args, **kwargs):
+        calls.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", spy)
+    return calls

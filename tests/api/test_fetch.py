@@ -25,19 +25,6 @@ def server() -> Iterator[ImageServer]:
         yield httpd
 
 
-@pytest.fixture
-def connects(monkeypatch) -> list:
-    calls: list = []
-    real = socket.create_connection
-
-    def spy(address, *args, **kwargs):
-        calls.append(address)
-        return real(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", spy)
-    return calls
-
-
 def fetcher(resolved: list | None = None, **options) -> tuple[ImageFetcher, list]:
     asked: list = []
 

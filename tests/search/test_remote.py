@@ -22,20 +22,6 @@ def server() -> Iterator[ImageServer]:
         yield httpd
 
 
-@pytest.fixture
-def connects(monkeypatch) -> list:
-    """Every outgoing TCP connection attempt from this process."""
-    calls: list = []
-    real = socket.create_connection
-
-    def spy(address, *args, **kwargs):
-        calls.append(address)
-        return real(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", spy)
-    return calls
-
-
 def fetcher(resolved: list[str] | None = None, **policy) -> tuple[RemoteFetcher, list[str]]:
     """A fetcher whose DNS is a spy: answers `resolved` (or really resolves if None)."""
     asked: list[str] = []
