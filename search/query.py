@@ -62,8 +62,20 @@ class QueryPart:
             raise InvalidQueryError("query text is empty")
         if self.text is not None and len(self.text) > MAX_TEXT_CHARS:
             raise InvalidQueryError(f"query text is over {MAX_TEXT_CHARS} characters")
+        if self.text is not None:
+            _check_unicode(self.text)
         if self.vector is not None and not 1 <= len(self.vector) <= MAX_VECTOR_DIM:
             raise InvalidQueryError(f"a query vector has 1 to {MAX_VECTOR_DIM} values")
+
+
+def _check_unicode(text: str) -> None:
+    """JSON's "\\ud800" escapes give lone surrogates, which no database driver can encode:
+    refused here, for every mode, rather than failing deep in the lexical index."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidQueryError(
+            f"query text is not valid Unicode (lone surrogate at {exc.start})") from None
 
 
 @dataclass(frozen=True)

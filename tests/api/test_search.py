@@ -188,6 +188,16 @@ def test_non_finite_and_broken_json_are_422(client, raw):
     _problem(response, 422)
 
 
+@pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid", None])
+def test_lone_surrogate_in_query_text_is_422_in_every_mode(client, mode):
+    """JSON may escape half a surrogate pair; no mode may hand it to SQL or the tokenizer."""
+    body = '{"collection": "shop", "text": "red \\ud800 shoe"%s}' % (
+        f', "mode": "{mode}"' if mode else "")
+    response = client.post("/v1/search", content=body.encode(),
+                           headers={"Content-Type": "application/json"})
+    _problem(response, 422, "lone surrogate")
+
+
 @pytest.mark.parametrize(("data", "files", "status", "fragment"), [
     ({"collection": "shop"}, None, 422, "image"),
     ({"collection": "shop"}, {"image": ("x.txt", b"plain text", "text/plain")}, 422,
