@@ -136,7 +136,7 @@ FacetSpec = Annotated[str, Field(max_length=64)] | RangeFacet
 class SearchOptions(Strict):
     mode: SearchMode | None = Field(
         default=None, description="vector, keyword (lexical index only) or hybrid (both, "
-        "fused); default: vector")
+        "fused); default: hybrid for text, vector otherwise")
     fusion_method: FusionMethod = Field(
         default=FusionMethod.WEIGHTED, description="hybrid: rrf (reciprocal rank fusion) or "
         "weighted (alpha * vector + (1 - alpha) * keyword, normalised scores)")

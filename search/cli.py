@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="match real pictures only, not ones generated from texts")
     parser.add_argument("--mode", choices=[m.value for m in SearchMode],
                         help="vector, keyword (lexical index, no encoder) or hybrid (both, "
-                             "fused); default: vector")
+                             "fused); default: hybrid for text, vector otherwise")
     parser.add_argument("--fusion", choices=[f.value for f in FusionMethod],
                         default="weighted",
                         help="hybrid fusion: weighted (default; see --alpha) or rrf")

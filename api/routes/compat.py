@@ -29,6 +29,7 @@ from search import (
     Collection,
     QueryPart,
     Searcher,
+    SearchMode,
     SearchQuery,
     Target,
     Workspace,
@@ -111,9 +112,11 @@ def _knn(workspace: Workspace, searcher: Searcher, metrics: Metrics,
          part: Callable[[Collection], QueryPart], body: KnnRequest,
          base_url: str) -> list[dict[str, Any]]:
     collection = workspace.collection(body.indice_name)
+    # clip-retrieval's similarity is a cosine: vector mode, whatever the default mode is.
     query = SearchQuery(collection.name, (part(collection),),
                         target=Target(body.modality), k=min(body.num_images, MAX_K),
-                        dedupe=DEDUPE_COSINE if body.deduplicate else None)
+                        dedupe=DEDUPE_COSINE if body.deduplicate else None,
+                        mode=SearchMode.VECTOR)
     result = searcher.search(query)
     metrics.observe_search(result.timings_ms)
     return [{**compat_metadata(h.text, h.image_ref, h.attributes, base_url),

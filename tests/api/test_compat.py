@@ -34,7 +34,9 @@ def knn(client, body: str, content_type: str | None = None):
 
 
 def ours(client, **query):
-    return client.post("/v1/search", json={"collection": "shop", **query}).json()["hits"]
+    """Our own API in vector mode: /knn-service answers cosines, whatever the default."""
+    body = {"collection": "shop", "mode": "vector", **query}
+    return client.post("/v1/search", json=body).json()["hits"]
 
 
 def test_text_query_shape_and_scores(client):

@@ -95,8 +95,11 @@ def test_generated_items_show_provenance_and_serve_their_image(client):
         "real": False, "t1": True, "t2": True}
 
 
-def test_include_generated_false_matches_real_pictures_only(client):
-    body = {"collection": "gen", "text": "red apple", "k": 3, "include_generated": False}
+@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+def test_include_generated_false_matches_real_pictures_only(client, mode):
+    """Both sides of hybrid leave out items whose only picture is generated."""
+    body = {"collection": "gen", "text": "red apple", "k": 3, "include_generated": False,
+            "mode": mode}
     images = client.post("/v1/search", json={**body, "target": "image"}).json()["hits"]
     assert [h["external_id"] for h in images] == ["real"]
     fused = client.post("/v1/search", json=body).json()["hits"]

@@ -86,7 +86,7 @@ def test_vector_is_normalised_and_matches_text(client, library):
     vector = (encoder.encode_texts(["shoes number 3"])[0] * 7.5).tolist()
     by_vector = client.post("/v1/search", json={"collection": "shop", "vector": vector, "k": 6})
     by_text = client.post("/v1/search", json={"collection": "shop", "text": "shoes number 3",
-                                               "k": 6})
+                                               "k": 6, "mode": "vector"})
     assert ids_scores(by_vector.json()["hits"])[0] == ids_scores(by_text.json()["hits"])[0]
 
 
@@ -117,7 +117,7 @@ def test_filters_equal_library(client, library, filters):
 
 
 def test_paging_min_score_dedupe_fusion(client):
-    base = {"collection": "shop", "text": "clothes", "k": 10}
+    base = {"collection": "shop", "text": "clothes", "k": 10, "mode": "vector"}
     full = client.post("/v1/search", json=base).json()["hits"]
     page = client.post("/v1/search", json={**base, "k": 5, "offset": 5}).json()["hits"]
     assert [h["external_id"] for h in page] == [h["external_id"] for h in full[5:]]

@@ -5,7 +5,7 @@ import json
 from indexer.operations import index_source
 from indexer.pipeline import IndexOptions
 from search.engine import Searcher
-from search.query import SearchQuery, Target
+from search.query import SearchMode, SearchQuery, Target
 from tests.indexer.conftest import write_catalog
 from tests.utils.generators import tiny_generator_weights
 
@@ -48,15 +48,16 @@ def test_generate_missing_end_to_end(ws, tmp_path, tiny_model):
 
 
 def _check_real_pictures_only(ws):
-    """include_generated=False: the exact ranking with generated pictures taken out."""
+    """include_generated=False: the exact (vector) ranking with generated pictures taken out."""
     searcher = Searcher(ws)
-    every = searcher.search(SearchQuery.text("shop", "product", target=Target.IMAGE, k=100))
+    every = searcher.search(SearchQuery.text("shop", "product", target=Target.IMAGE, k=100,
+                                             mode=SearchMode.VECTOR))
     real = searcher.search(SearchQuery.text("shop", "product", target=Target.IMAGE, k=100,
-                                            include_generated=False))
+                                            include_generated=False, mode=SearchMode.VECTOR))
     expected = [(h.external_id, h.score) for h in every.hits if not h.generated]
     assert [(h.external_id, h.score) for h in real.hits] == expected and len(expected) == 15
     fused = searcher.search(SearchQuery.text("shop", "product", k=100,
-                                             include_generated=False)).hits
+                                             include_generated=False, mode=SearchMode.VECTOR)).hits
     text_only = {h.external_id: h for h in fused if h.generated}
     assert set(text_only) == {"sku-5", "sku-11", "sku-17"}  # still found, by their text
     assert all(set(h.scores) == {"text"} and h.image_ref for h in text_only.values())

@@ -10,7 +10,7 @@ from indexer.operations import index_source
 from indexer.pipeline import IndexOptions
 from search.engine import Searcher
 from search.models.encoder import load_encoder
-from search.query import SearchQuery, Target
+from search.query import SearchMode, SearchQuery, Target
 from tests.indexer.conftest import write_catalog
 
 QUIET = IndexOptions(workers=0, progress=False, batch_size=16)
@@ -33,7 +33,8 @@ def other_model(tmp_path, tiny_model):
 
 
 def _ranking(ws, text, target=Target.IMAGE):
-    hits = Searcher(ws).search(SearchQuery.text("shop", text, target=target, k=6)).hits
+    query = SearchQuery.text("shop", text, target=target, k=6, mode=SearchMode.VECTOR)
+    hits = Searcher(ws).search(query).hits
     return [h.external_id for h in hits]
 
 
@@ -42,9 +43,9 @@ def test_rebuild_switches_spec_without_changing_answers(ws, catalog_file):
     before = _ranking(ws, "fruit product")
     result = reindex.rebuild_index(ws, "shop", spec="IVF2,Flat")
     assert result["image"].spec == "IVF2,Flat"
-    hits = Searcher(ws).search(SearchQuery.text("shop", "fruit product", target=Target.IMAGE,
-                                                k=6, nprobe=2)).hits
-    assert [h.external_id for h in hits] == before
+    query = SearchQuery.text("shop", "fruit product", target=Target.IMAGE, k=6, nprobe=2,
+                             mode=SearchMode.VECTOR)
+    assert [h.external_id for h in Searcher(ws).search(query).hits] == before
 
 
 def test_reindex_with_another_model_matches_its_exact_search(ws, tmp_path, other_model):

@@ -34,7 +34,7 @@ def test_json_output_equals_library(home, capsys):
     expected = Searcher(ws).search(SearchQuery.text("shop", "fruit", target=Target.IMAGE, k=4))
     ws.close()
     assert [h["external_id"] for h in printed["hits"]] == [h.external_id for h in expected.hits]
-    assert set(printed["took_ms"]) == {"encode_ms", "ann_ms", "sql_ms"}
+    assert {"encode_ms", "ann_ms", "sql_ms"} <= set(printed["took_ms"])
 
 
 def test_image_query_and_filter_table(home, capsys, tmp_path):

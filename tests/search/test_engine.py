@@ -17,9 +17,16 @@ from search.errors import (
 )
 from search.filters import parse_filters
 from search.models.encoder import normalize
-from search.query import Fusion, QueryPart, SearchQuery, Target
+from search.query import Fusion, QueryPart, SearchMode, SearchQuery, Target
 from search.workspace import Workspace
 from tests.utils.corpus import catalog_items, png_bytes
+
+
+def vector_text(collection: str, text: str, **options) -> SearchQuery:
+    """These tests check the vector engine against exact search: vector mode, explicitly
+    (a text query's default mode is hybrid)."""
+    return SearchQuery.text(collection, text, mode=SearchMode.VECTOR, **options)
+
 
 ITEMS = catalog_items(60)
 
@@ -77,7 +84,7 @@ def _ids(result):
 
 @pytest.mark.parametrize("target", [Target.IMAGE, Target.TEXT, Target.ANY])
 def test_text_query_matches_exact_ranking(workspace, shop, target):
-    query = SearchQuery.text("shop", "fruit number 12", target=target, k=10)
+    query = vector_text("shop", "fruit number 12", target=target, k=10)
     result = Searcher(workspace).search(query)
     truth = _truth(shop, shop.encoder.encode_texts(["fruit number 12"])[0], target)
     assert _ids(result) == [e for e, _ in truth[:10]]
@@ -97,7 +104,8 @@ def test_image_query_image_to_text(workspace, shop):
 def test_weighted_multi_query_with_negative_weight(workspace, shop):
     parts = (QueryPart(text="shoes number 5", weight=1.0),
              QueryPart(image=png_bytes(3), weight=-0.5))
-    result = Searcher(workspace).search(SearchQuery("shop", parts, target=Target.IMAGE))
+    result = Searcher(workspace).search(SearchQuery("shop", parts, target=Target.IMAGE,
+                                                    mode=SearchMode.VECTOR))
     enc = shop.encoder
     qv = enc.encode_texts(["shoes number 5"])[0] - 0.5 * enc.encode_images(
         [Image.open(io.BytesIO(png_bytes(3))).convert("RGB")])[0]
@@ -134,7 +142,7 @@ def test_query_validation():
     with pytest.raises(InvalidQueryError):
         SearchQuery("shop", ())
     with pytest.raises(InvalidQueryError):
-        SearchQuery.text("shop", "x", k=0)
+        vector_text("shop", "x", k=0)
     with pytest.raises(InvalidQueryError):
         QueryPart(text="x", vector=(1.0,))
     with pytest.raises(InvalidQueryError):
@@ -143,7 +151,7 @@ def test_query_validation():
 
 def test_unknown_collection_and_item(workspace, shop):
     with pytest.raises(UnknownCollectionError):
-        Searcher(workspace).search(SearchQuery.text("nope", "x"))
+        Searcher(workspace).search(vector_text("nope", "x"))
     with pytest.raises(UnknownItemError):
         Searcher(workspace).search(SearchQuery("shop", (QueryPart(item_id="zzz"),)))
 
@@ -155,7 +163,7 @@ def test_filters_equal_exact_search_over_matching_items(workspace, shop, monkeyp
         monkeypatch.setattr(candidates_module, "SELECTOR_MIN_IDS", 0)
         monkeypatch.setattr(candidates_module, "SELECTOR_MAX_SHARE", 0.0)
     spec = {"category": ["fruit", "toys"], "price": {"gte": 3}}
-    query = SearchQuery.text("shop", "product", target=Target.IMAGE, k=5,
+    query = vector_text("shop", "product", target=Target.IMAGE, k=5,
                              filters=tuple(parse_filters(spec)))
     result = Searcher(workspace).search(query)
     allowed = [i for i in ITEMS if i.attributes["category"] in ("fruit", "toys")
@@ -166,15 +174,15 @@ def test_filters_equal_exact_search_over_matching_items(workspace, shop, monkeyp
 
 def test_pagination_min_score_and_fusion_weights(workspace, shop):
     searcher = Searcher(workspace)
-    full = _ids(searcher.search(SearchQuery.text("shop", "clothes", k=20)))
-    page2 = _ids(searcher.search(SearchQuery.text("shop", "clothes", k=10, offset=10)))
+    full = _ids(searcher.search(vector_text("shop", "clothes", k=20)))
+    page2 = _ids(searcher.search(vector_text("shop", "clothes", k=10, offset=10)))
     assert page2 == full[10:20]
-    scores = [h.score for h in searcher.search(SearchQuery.text("shop", "clothes", k=20)).hits]
+    scores = [h.score for h in searcher.search(vector_text("shop", "clothes", k=20)).hits]
     cut = scores[5]
-    kept = searcher.search(SearchQuery.text("shop", "clothes", k=20, min_score=cut)).hits
+    kept = searcher.search(vector_text("shop", "clothes", k=20, min_score=cut)).hits
     assert len(kept) == 6 and all(h.score >= cut for h in kept)
     fusion = Fusion(image_weight=3.0, text_weight=1.0)
-    weighted = searcher.search(SearchQuery.text("shop", "clothes", fusion=fusion))
+    weighted = searcher.search(vector_text("shop", "clothes", fusion=fusion))
     truth = _truth(shop, shop.encoder.encode_texts(["clothes"])[0], Target.ANY, fusion=fusion)
     assert _ids(weighted) == [e for e, _ in truth[:10]]
 
@@ -198,7 +206,7 @@ def test_reindexing_same_items_is_a_no_op_and_changes_are_picked_up(workspace, s
     report = shop.add_items([NewItem("p0", text="zebra crossing", image=ITEMS[0].image,
                                      attributes={"category": "new"})])
     assert report.changed == 1
-    hit = Searcher(workspace).search(SearchQuery.text("shop", "zebra crossing",
+    hit = Searcher(workspace).search(vector_text("shop", "zebra crossing",
                                                       target=Target.TEXT, k=1)).hits[0]
     assert (hit.external_id, hit.text, hit.attributes) == ("p0", "zebra crossing",
                                                            {"category": "new"})
@@ -208,13 +216,13 @@ def test_reindexing_same_items_is_a_no_op_and_changes_are_picked_up(workspace, s
 def test_deleted_items_never_returned(workspace, shop):
     removed = shop.delete_items(["p0", "p2", "p4"])
     assert removed == 6  # three items with both modalities
-    result = Searcher(workspace).search(SearchQuery.text("shop", "product", k=100))
+    result = Searcher(workspace).search(vector_text("shop", "product", k=100))
     assert not {"p0", "p2", "p4"} & set(_ids(result))
     assert len(result.hits) == 57
 
 
 def test_bad_items_are_reported_and_the_rest_go_on(workspace, shop):
-    before = Searcher(workspace).search(SearchQuery.text("shop", "fruit"))
+    before = Searcher(workspace).search(vector_text("shop", "fruit"))
     good = NewItem("fresh", text="brand new thing", image=png_bytes(500))
     bad = [NewItem("p1", text="overwrite?", image=b"\xff\xd8\xff\xe0 not a jpeg"),
            NewItem("", text="no id"), NewItem("empty"), NewItem("fresh", text="dup")]
@@ -223,20 +231,20 @@ def test_bad_items_are_reported_and_the_rest_go_on(workspace, shop):
     assert {f.external_id for f in report.failures} == {"p1", None, "empty", "fresh"}
     # p1 was not damaged by its corrupt update
     assert workspace.catalog.get_item(shop.info.id, "p1").text == ITEMS[1].text
-    assert _ids(Searcher(workspace).search(SearchQuery.text("shop", "fruit"))) == _ids(before)
+    assert _ids(Searcher(workspace).search(vector_text("shop", "fruit"))) == _ids(before)
     failures = workspace.catalog.history.recent_failures(shop.info.id)
     assert {f.external_id for f in failures} == {"p1", None, "empty", "fresh"}
 
 
 def test_persistence_across_reopen_with_and_without_save(settings, shop, workspace):
-    expected = _ids(Searcher(workspace).search(SearchQuery.text("shop", "toys number 3")))
+    expected = _ids(Searcher(workspace).search(vector_text("shop", "toys number 3")))
     shop.save()
     shop.add_items([NewItem("late", text="toys number 3 late arrival")])  # after the save
-    expected_late = _ids(Searcher(workspace).search(SearchQuery.text("shop", "toys number 3")))
+    expected_late = _ids(Searcher(workspace).search(vector_text("shop", "toys number 3")))
     assert "late" in expected_late and expected != expected_late
     reopened = Workspace.open(settings)
     try:
-        again = _ids(Searcher(reopened).search(SearchQuery.text("shop", "toys number 3")))
+        again = _ids(Searcher(reopened).search(vector_text("shop", "toys number 3")))
         assert again == expected_late  # the saved version plus replayed embeddings
     finally:
         reopened.close()
@@ -251,13 +259,13 @@ def test_switching_model_never_serves_old_vectors(settings, shop, workspace, tmp
     reopened = Workspace.open(settings)
     try:
         assert reopened.collection("shop").stats().indexes["image"].vectors == 0
-        assert Searcher(reopened).search(SearchQuery.text("shop", "fruit")).hits == []
+        assert Searcher(reopened).search(vector_text("shop", "fruit")).hits == []
     finally:
         reopened.close()
 
 
 def test_rebuild_to_ivf_keeps_exact_results(workspace, shop):
-    query = SearchQuery.text("shop", "shoes", target=Target.IMAGE, k=5, nprobe=4,
+    query = vector_text("shop", "shoes", target=Target.IMAGE, k=5, nprobe=4,
                              rerank_factor=20)
     before = _ids(Searcher(workspace).search(query))
     manifests = shop.rebuild(spec="IVF4,Flat")
@@ -276,7 +284,7 @@ def test_fused_top_k_equals_exhaustive_fusion_at_any_depth(workspace, shop, monk
     monkeypatch.setattr(candidates_module, "FUSION_GROWTH", 2)
     searcher = Searcher(workspace)
     for text in ("fruit number 12", "toys", "product 40 shoes"):
-        result = searcher.search(SearchQuery.text("shop", text, k=k))
+        result = searcher.search(vector_text("shop", text, k=k))
         truth = _truth(shop, shop.encoder.encode_texts([text])[0], Target.ANY)
         assert _ids(result) == [e for e, _ in truth[:k]], text
         np.testing.assert_allclose([h.score for h in result.hits], [s for _, s in truth[:k]],
@@ -304,11 +312,11 @@ def test_fused_query_reads_owners_from_memory_and_metadata_for_the_page_only(
     monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 1)  # several rounds
     searcher = Searcher(workspace)
     for text in ("clothes", "fruit number 3", "toys"):
-        assert len(searcher.search(SearchQuery.text("shop", text, k=5)).hits) == 5
+        assert len(searcher.search(vector_text("shop", text, k=5)).hits) == 5
     vectors = shop.stats().vectors
     assert calls == {"rows": [vectors], "infos": [5, 5, 5]}
     shop.add_items([NewItem("late", text="late clothes", image=png_bytes(901))])
-    searcher.search(SearchQuery.text("shop", "clothes", k=5))
+    searcher.search(vector_text("shop", "clothes", k=5))
     assert calls["rows"] == [vectors, 2]  # the new item's two vectors only
 
 
@@ -330,7 +338,7 @@ def test_fused_exact_when_every_item_has_both_modalities(workspace, monkeypatch,
     searcher = Searcher(workspace)
     for round_ in ("all both", "some text-only"):
         for text in ("thing 3", "number 7 thing", "other"):
-            query = SearchQuery.text("pairs", text, k=6, fusion=fusion)
+            query = vector_text("pairs", text, k=6, fusion=fusion)
             truth = _truth(collection, collection.encoder.encode_texts([text])[0],
                            Target.ANY, items, fusion)
             assert _ids(searcher.search(query)) == [e for e, _ in truth[:6]], (round_, text)
@@ -346,7 +354,7 @@ def test_fused_exact_after_writes_the_map_has_not_seen(workspace, shop, monkeypa
     was built: the next fused search ranks the collection as it is now."""
     monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 1)
     searcher = Searcher(workspace)
-    searcher.search(SearchQuery.text("shop", "fruit", k=5))  # builds the map
+    searcher.search(vector_text("shop", "fruit", k=5))  # builds the map
     added = [NewItem(f"n{i}", text=f"fruit number {i}", image=png_bytes(700 + i),
                      attributes={"category": "fruit", "price": 1.0, "rank": 100 + i})
              for i in range(6)]
@@ -358,7 +366,7 @@ def test_fused_exact_after_writes_the_map_has_not_seen(workspace, shop, monkeypa
     now = [reimaged, ITEMS[1], text_only, ITEMS[3], ITEMS[5], *ITEMS[7:], *added]
     for text in ("fruit number 3", "toys", "product"):
         truth = _truth(shop, shop.encoder.encode_texts([text])[0], Target.ANY, now)
-        result = searcher.search(SearchQuery.text("shop", text, k=12))
+        result = searcher.search(vector_text("shop", text, k=12))
         assert _ids(result) == [e for e, _ in truth[:12]], text
 
 
@@ -367,17 +375,17 @@ def test_fused_search_meets_vectors_written_after_its_stamp(workspace, shop, mon
     search) makes the search re-read the new rows once instead of dropping its item."""
     monkeypatch.setattr(candidates_module, "FUSION_MIN_FETCH", 1)
     searcher = Searcher(workspace)
-    searcher.search(SearchQuery.text("shop", "fruit", k=5))
+    searcher.search(vector_text("shop", "fruit", k=5))
     frozen = OwnerMap._stamp(candidates_module.owner_map(shop))
     monkeypatch.setattr(OwnerMap, "_stamp", lambda self: frozen)
-    searcher.search(SearchQuery.text("shop", "fruit", k=5))  # the map now holds stamp 0
+    searcher.search(vector_text("shop", "fruit", k=5))  # the map now holds stamp 0
     added = [NewItem(f"n{i}", text=f"fruit number {i}", image=png_bytes(700 + i))
              for i in range(8)]
     shop.add_items(added)  # the stamp (frozen) does not move
     now = [*ITEMS, *added]
     for text in ("fruit number 3", "fruit number 5"):
         truth = _truth(shop, shop.encoder.encode_texts([text])[0], Target.ANY, now)
-        result = searcher.search(SearchQuery.text("shop", text, k=20))
+        result = searcher.search(vector_text("shop", text, k=20))
         assert _ids(result) == [e for e, _ in truth[:20]], text
         assert {"n3", "n5"} & set(_ids(result))
 
@@ -394,7 +402,7 @@ def test_a_collection_created_again_under_the_same_id_gets_a_fresh_map(workspace
     again.add_items(items)
     for text in ("thing 4", "product"):
         truth = _truth(again, again.encoder.encode_texts([text])[0], Target.ANY, items)
-        result = searcher.search(SearchQuery.text("shop", text, k=8))
+        result = searcher.search(vector_text("shop", text, k=8))
         assert _ids(result) == [e for e, _ in truth[:8]], (text, old_id, again.info.id)
 
 
@@ -405,7 +413,7 @@ def test_warm_reads_the_owner_map_before_the_first_query(workspace, shop, monkey
     rows_after = OwnerMap._rows_after
     monkeypatch.setattr(OwnerMap, "_rows_after",
                         lambda self, after: reads.append(after) or rows_after(self, after))
-    assert len(searcher.search(SearchQuery.text("shop", "toys", k=3)).hits) == 3
+    assert len(searcher.search(vector_text("shop", "toys", k=3)).hits) == 3
     assert reads == []
 
 
@@ -424,7 +432,7 @@ def test_fused_query_with_filters_equals_exhaustive_fusion(workspace, shop, monk
         monkeypatch.setattr(candidates_module, "SELECTOR_MIN_IDS", 0)
         monkeypatch.setattr(candidates_module, "SELECTOR_MAX_SHARE", 0.0)
     spec = {"category": ["fruit", "toys", "shoes"], "price": {"gte": 2}}
-    query = SearchQuery.text("shop", "product", k=8, filters=tuple(parse_filters(spec)))
+    query = vector_text("shop", "product", k=8, filters=tuple(parse_filters(spec)))
     result = Searcher(workspace).search(query)
     allowed = [i for i in ITEMS if i.attributes["category"] in ("fruit", "toys", "shoes")
                and i.attributes["price"] >= 2]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from search.engine import Searcher
-from search.query import SearchQuery, Target
+from search.query import SearchMode, SearchQuery, Target
 
 QUERIES = ("fruit product", "shoes 7", "toys")
 
@@ -25,7 +25,10 @@ def snapshot(ws, name: str) -> tuple[list, list]:
     answers = []
     for text in QUERIES:
         for target in Target:
-            hits = searcher.search(SearchQuery.text(name, text, target=target, k=8)).hits
+            # vector mode: its scores are the embeddings' (compared within float16
+            # rounding); keyword ties break by item id, which equivalent runs may not share
+            query = SearchQuery.text(name, text, target=target, k=8, mode=SearchMode.VECTOR)
+            hits = searcher.search(query).hits
             answers.append([(h.external_id, h.score) for h in hits])
     return sorted(rows), answers
 
