@@ -23,8 +23,8 @@ from search.models.encoder import load_encoder
 from search.settings import Settings
 from search.vectors.versions import current_version
 from tests.api.conftest import API_KEY, WRITE
-from tests.api.test_server import free_port
 from tests.utils.corpus import catalog_items
+from tests.utils.servers import free_port, wait_ready
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 RELOAD_S = 0.5
@@ -45,20 +45,6 @@ def serve(port: int, env: dict[str, str], *flags: str) -> subprocess.Popen:
         [sys.executable, "-m", "api.cli", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning", *flags], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT)
-
-
-def wait_ready(base: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 300  # three servers start at once on 2 shared cores
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read().decode())
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{base} did not become ready")
 
 
 def wait_for(check, what: str) -> float:
@@ -99,7 +85,7 @@ def test_replicas_see_writes_and_index_switches(stack, mmap):
     bases = [f"http://127.0.0.1:{port}" for port in ports]
     try:
         for base, process in zip(bases, [writer, *replicas], strict=True):
-            wait_ready(base, process)
+            wait_ready(base, process, timeout_s=300)  # three servers start at once
         rss = {f"replica {n}": rss_mib(p.pid) for n, p in enumerate(replicas, 1)}
         report = exercise(settings, bases[0], bases[1:])
         rss_after = {f"replica {n}": rss_mib(p.pid) for n, p in enumerate(replicas, 1)}

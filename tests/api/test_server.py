@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,12 +18,7 @@ from search.models.encoder import load_encoder
 from search.settings import Settings
 from tests.api.conftest import API_KEY, WRITE, build_home
 from tests.utils.corpus import catalog_items
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.utils.servers import free_port, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -45,25 +39,11 @@ def server(tmp_path_factory, tiny_model):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, process)
+        wait_ready(base, process)
         yield base
     finally:
         process.terminate()
         process.wait(20)
-
-
-def _wait_ready(base: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read().decode())
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("xmodal-serve did not become ready")
 
 
 def test_search_write_and_clip_client_over_real_sockets(server):

@@ -33,12 +33,12 @@ from search.vectors.store import EmbeddingStore
 from search.vectors.versions import current_version, list_versions
 from search.workspace import Workspace
 from tests.api.conftest import API_KEY, WRITE, build_home
-from tests.api.test_server import _wait_ready, free_port
 from tests.indexer.conftest import write_catalog
 from tests.reliability import fault_child
 from tests.reliability._records import record
 from tests.reliability.storage_checks import assert_consistent, png
 from tests.utils.corpus import catalog_items
+from tests.utils.servers import free_port, wait_ready
 from tests.utils.snapshots import assert_same_collection, snapshot
 
 
@@ -263,7 +263,7 @@ def test_api_killed_during_writes_keeps_every_acknowledged_write(tmp_path, tiny_
         port = free_port()
         server = _serve(settings.home, model, port)
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, server)
+        wait_ready(base, server)
         stop = threading.Event()
         writer = threading.Thread(target=_write_stream,
                                   args=(base, acked, sent, stop, round_ * 100_000))
@@ -281,7 +281,7 @@ def test_api_killed_during_writes_keeps_every_acknowledged_write(tmp_path, tiny_
     server = _serve(settings.home, model, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, server)
+        wait_ready(base, server)
         with httpx.Client(base_url=base, timeout=30) as client:
             for item in acked:
                 response = client.get(f"/v1/collections/shop/items/{item}")

@@ -24,10 +24,10 @@ import pytest
 from search.models.encoder import load_encoder
 from search.settings import Settings
 from tests.api.conftest import build_home
-from tests.api.test_server import _wait_ready, free_port
 from tests.reliability._records import record
 from tests.reliability.load_mix import BASE_ITEMS, MixResult, Phase, percentiles, run_mix
 from tests.reliability.test_faults import _serve
+from tests.utils.servers import free_port, wait_ready
 
 READERS = 4
 
@@ -76,7 +76,7 @@ def _run(tmp_path: Path, tiny_model: str, seconds: float) -> dict[str, tuple[flo
     server = _serve(settings.home, model, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, server)
+        wait_ready(base, server)
         result = asyncio.run(run_mix(base, settings.home, model, server.pid, seconds,
                                      READERS, window_s=min(3.0, seconds / 4)))
     finally:
