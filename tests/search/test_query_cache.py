@@ -53,13 +53,13 @@ def test_collection_switched_to_another_model_gets_its_own_vectors(workspace, tm
     searcher = Searcher(workspace)
     parts = (QueryPart(text="fruit number 3"),)
     before = searcher.query_vector(workspace.collection("shop"), parts)
-    np.testing.assert_array_equal(before, shop.encoder.encode_texts(["fruit number 3"])[0])
+    np.testing.assert_array_equal(before, shop.encoder.encode_query_text("fruit number 3"))
 
     workspace.catalog.update_collection(shop.info.id, model=str(other_dir), pretrained=None)
     switched = workspace.reopen_collection("shop")
     after = searcher.query_vector(switched, parts)  # same searcher, same cache
     assert switched.encoder.cache_identity != shop.encoder.cache_identity
-    np.testing.assert_allclose(after, switched.encoder.encode_texts(["fruit number 3"])[0],
+    np.testing.assert_allclose(after, switched.encoder.encode_query_text("fruit number 3"),
                                atol=1e-6)
     assert float(after @ before) < 0.999
     assert searcher.query_cache.stats().misses == 2
