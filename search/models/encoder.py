@@ -220,10 +220,10 @@ class Encoder:
         self.dim: int = int(config["embed_dim"])
         self.image_size: int = _image_size(config)
         self.context_length: int = int(config["text_cfg"].get("context_length", 77))
-        self.runtime = QueryRuntime()
-        self.variant: str = self.runtime.variant
+        self._requested = QueryRuntime()
         self._threads = ThreadChooser()
-        self._query: QueryTowers | None = None  # set by configure_queries
+        self._query: QueryTowers | None = None  # built on first use: see _query_towers
+        self._query_lock = threading.Lock()
 
     @property
     def identity(self) -> str:
@@ -240,26 +240,49 @@ class Encoder:
         enabled = self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
+    @property
+    def runtime(self) -> QueryRuntime:
+        """How query encodes run: what of the requested runtime could apply here."""
+        return self._query_towers().runtime
+
+    @property
+    def variant(self) -> str:
+        return self.runtime.variant
+
     def configure_queries(self, runtime: QueryRuntime) -> None:
-        """Threads, int8 and ONNX Runtime towers for `encode_query_*` (CPU only); the
-        effective runtime (what could apply) becomes `runtime` and `variant`."""
-        self._threads = ThreadChooser(runtime.threads)
-        threads = (runtime.threads,) if runtime.threads else (1, self._threads.cores)
-        self._query = QueryTowers(self.model, runtime, self.identity, self.config,
-                                  self.device.type == "cpu", tuple(sorted(set(threads))))
-        self.runtime, self.variant = self._query.runtime, self._query.runtime.variant
+        """Threads, int8 and ONNX Runtime towers for `encode_query_*` (CPU only). The
+        towers are built on first use (or `warm_queries`): batch jobs never pay for them."""
+        with self._query_lock:
+            self._requested, self._query = runtime, None
+            self._threads = ThreadChooser(runtime.threads)
+
+    def warm_queries(self) -> None:
+        """Build the query towers now (an ONNX export the first time), e.g. at server start."""
+        self._query_towers()
+
+    def _query_towers(self) -> QueryTowers:
+        with self._query_lock:
+            if self._query is None:
+                runtime = self._requested
+                threads = (runtime.threads,) if runtime.threads else (1, self._threads.cores)
+                self._query = QueryTowers(self.model, runtime, self.identity, self.config,
+                                          self.device.type == "cpu",
+                                          tuple(sorted(set(threads))))
+            return self._query
 
     def encode_query_text(self, text: str) -> np.ndarray:
         """One query's [dim] vector: threads by load, the configured query text tower."""
         tokens = self.tokenizer([text])  # [1, context_length]
+        towers = self._query_towers()
         with self._threads.threads() as count, torch.inference_mode(), self._autocast():
-            return self._normalise(self._query.text(tokens.to(self.device), count))[0]
+            return self._normalise(towers.text(tokens.to(self.device), count))[0]
 
     def encode_query_image(self, image: Image.Image) -> np.ndarray:
         """One query image's [dim] vector: threads by load, the configured image tower."""
+        towers = self._query_towers()
         with self._threads.threads() as count, torch.inference_mode(), self._autocast():
             pixels = self.preprocess_images([image]).to(self.device)  # [1, 3, H, W]
-            return self._normalise(self._query.image(pixels, count))[0]
+            return self._normalise(towers.image(pixels, count))[0]
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return torch.stack([self.preprocess(image) for image in images])  # [n, 3, H, W]

@@ -135,25 +135,29 @@ def _atomic(path: Path) -> Iterator[Path]:
 
 def _export(model, tower: str, target: Path) -> None:
     """torch.onnx's TorchScript exporter (`dynamo=False`): it traces open_clip's towers as
-    they are, with no extra dependency; batch (and text length) axes stay dynamic."""
-    if tower == TEXT:
-        graph = TextPrefixGraph(model)
-        vocab = model.token_embedding.num_embeddings
-        sample = torch.randint(0, vocab, (2, 5))  # [batch, length]
-        axes = {"tokens": {0: "batch", 1: "length"}, "features": {0: "batch"}}
-    else:
-        graph = model.visual
-        size = _image_size(model.visual)
-        sample = torch.zeros(2, 3, size, size)  # [batch, 3, H, W]
-        axes = {"pixels": {0: "batch"}, "features": {0: "batch"}}
-    graph.eval()  # the exporter restores the wrapper's mode on every submodule afterwards
-    # Not under no_grad: that switches nn.MultiheadAttention to its fused fast path,
-    # which has no ONNX export.
-    with warnings.catch_warnings():
+    they are, with no extra dependency; batch (and text length) axes stay dynamic.
+
+    Grad mode on, even inside a caller's inference_mode: without it nn.MultiheadAttention
+    takes its fused fast path, which has no ONNX export."""
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        graph, sample, axes = _graph(model, tower)
+        graph.eval()  # the exporter restores the wrapper's mode on every submodule after
         torch.onnx.export(graph, (sample,), str(target), input_names=[_INPUTS[tower]],
                           output_names=["features"], dynamic_axes=axes,
                           opset_version=OPSET, dynamo=False)
+
+
+def _graph(model, tower: str) -> tuple[torch.nn.Module, torch.Tensor, dict]:
+    """(module, sample input, dynamic axes) of one tower."""
+    if tower == TEXT:
+        vocab = model.token_embedding.num_embeddings
+        sample = torch.randint(0, vocab, (2, 5))  # [batch, length]
+        axes = {"tokens": {0: "batch", 1: "length"}, "features": {0: "batch"}}
+        return TextPrefixGraph(model), sample, axes
+    size = _image_size(model.visual)
+    sample = torch.zeros(2, 3, size, size)  # [batch, 3, H, W]
+    return model.visual, sample, {"pixels": {0: "batch"}, "features": {0: "batch"}}
 
 
 def _image_size(visual) -> int:

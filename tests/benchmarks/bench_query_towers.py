@@ -78,7 +78,7 @@ def _query_rows(args: argparse.Namespace, cache: Path) -> list[dict]:
         image = reference.preprocess_images([_image(reference.image_size)])  # [1, 3, S, S]
         text = _round_robin({n: (lambda e=e: e.encode_query_text(QUERY))
                              for n, e in encoders.items()}, args.repeats)
-        towers = {n: (lambda e=e, x=image, t=threads: e._query.image(x, t))
+        towers = {n: (lambda e=e, x=image, t=threads: e._query_towers().image(x, t))
                   for n, e in encoders.items()}
         with torch.inference_mode():
             pixels = _round_robin(towers, max(3, args.repeats // 3))
@@ -104,7 +104,7 @@ def _batch_row(args: argparse.Namespace, cache: Path) -> dict:
     torch.set_num_threads(threads)
     with torch.inference_mode():
         times = _round_robin({"torch fp32": lambda: onnx.model.encode_image(pixels),
-                              "onnx fp32": lambda: onnx._query.image(pixels, threads)},
+                              "onnx fp32": lambda: onnx._query_towers().image(pixels, threads)},
                              max(2, args.repeats // 10))
     return {"batch": args.batch, "threads": threads,
             **{f"{name} img/s": args.batch * 1000 / ms for name, ms in times.items()},

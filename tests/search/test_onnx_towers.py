@@ -49,12 +49,12 @@ def test_onnx_towers_agree_with_torch_at_every_length_and_batch(tiny_model, tmp_
     assert _cosines(exact, single).min() >= floor
     for batch in (TEXTS[:1], TEXTS[1:3], TEXTS):  # one length per batch, padded batches
         tokens = onnx.tokenizer(batch)
-        features = normalize(np.asarray(onnx._query.text(tokens, threads=1)))
+        features = normalize(np.asarray(onnx._query_towers().text(tokens, threads=1)))
         assert features.shape == (len(batch), onnx.dim)
         assert _cosines(reference.encode_texts(batch), features).min() >= floor
     images = [decode_image(path, min_side=onnx.image_size) for path in _sample_pairs(3)[1]]
     pixels = onnx.preprocess_images(images)  # a batch of 3 through the dynamic batch axis
-    batch_features = normalize(np.asarray(onnx._query.image(pixels, threads=2)))
+    batch_features = normalize(np.asarray(onnx._query_towers().image(pixels, threads=2)))
     assert _cosines(reference.encode_images(images), batch_features).min() >= floor
     assert float(reference.encode_images(images[:1])[0] @
                  onnx.encode_query_image(images[0])) >= floor
@@ -93,7 +93,9 @@ def test_export_cache_is_reused_and_follows_the_weights(tiny_model, tmp_path, mo
                         lambda model, tower, target: (exports.append(tower),
                                                       real_export(model, tower, target)))
     cache = tmp_path / "onnx"
-    first = _onnx(tiny_model, cache).encode_query_text("a red shoe")
+    encoder = _onnx(tiny_model, cache)
+    assert exports == []  # built on first use: a batch job that never queries never exports
+    first = encoder.encode_query_text("a red shoe")
     assert sorted(exports) == ["image", "text"]
     files = sorted(path.name for path in cache.glob("*.onnx"))
     assert len(files) == 2 and not list(cache.glob("*.tmp"))  # written atomically
@@ -108,6 +110,7 @@ def test_export_cache_is_reused_and_follows_the_weights(tiny_model, tmp_path, mo
         changed.model.token_embedding.weight.mul_(-1.0)
     model_dir = changed.save(tmp_path / "changed")
     other = _onnx(str(model_dir), cache)
+    other.warm_queries()
     assert len(exports) == 4  # other weights: exported again, under another name
     assert len(list(cache.glob("*.onnx"))) == 4
     reference = load_encoder(str(model_dir), device="cpu").encode_texts(["a red shoe"])[0]

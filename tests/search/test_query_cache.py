@@ -6,6 +6,7 @@ import numpy as np
 from search.engine import Searcher
 from search.models.encoder import load_encoder
 from search.models.query_cache import QueryEmbeddingCache, cache_text
+from search.models.query_runtime import QueryRuntime
 from search.query import QueryPart
 from tests.utils.corpus import catalog_items
 
@@ -37,8 +38,8 @@ def test_other_weights_or_runtime_variant_never_share_entries(tiny_model):
     random_init = load_encoder(tiny_model, pretrained="random", device="cpu")
     cache = QueryEmbeddingCache()
     cache.text_vector(random_init, "a shoe")
-    quantised = load_encoder(tiny_model, pretrained="random", device="cpu")
-    quantised.variant = "int8"  # how the tower runs is part of the key
+    quantised = load_encoder(tiny_model, pretrained="random", device="cpu",
+                             runtime=QueryRuntime(text_int8=True))  # how it runs: in the key
     cache.text_vector(quantised, "a shoe")
     assert cache.stats().misses == 2
 
