@@ -36,8 +36,11 @@ class Searcher:
 
     def warm(self, name: str) -> None:
         """Read what a collection's first query would otherwise read (its vector owner
-        map: about a second per million vectors), e.g. while a server preloads."""
-        owner_map(self.workspace.collection(name)).current()
+        map: about a second per million vectors; its query towers, exported to ONNX the
+        first time), e.g. while a server preloads."""
+        collection = self.workspace.collection(name)
+        collection.encoder.warm_queries()
+        owner_map(collection).current()
 
     def vector_search(self, query: SearchQuery) -> SearchResult:
         timings: dict[str, float] = {}

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from search.models.query_runtime import QueryRuntime
+from search.models.query_runtime import QueryBackend, QueryRuntime
 
 
 class Settings(BaseSettings):
@@ -30,9 +30,14 @@ class Settings(BaseSettings):
         default=True, description="Encode text queries with the int8 text tower (CPU).")
     query_image_int8: bool = Field(
         default=False, description="Encode image queries with an int8 image tower (CPU).")
+    query_backend: QueryBackend = Field(
+        default=QueryBackend.ONNX, description="What runs the query towers (CPU): torch, "
+        "or onnx (ONNX Runtime on copies exported once into HOME/cache/onnx).")
 
     def query_runtime(self) -> QueryRuntime:
-        return QueryRuntime(self.query_threads, self.query_text_int8, self.query_image_int8)
+        return QueryRuntime(self.query_threads, self.query_text_int8, self.query_image_int8,
+                            text_backend=self.query_backend, image_backend=self.query_backend,
+                            onnx_cache=self.home / "cache" / "onnx")
 
     # storage lifecycle (search/lifecycle.py)
     compact_max_ops: int = Field(default=256, ge=1, description=(

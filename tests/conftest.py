@@ -17,6 +17,8 @@ from search.settings import Settings
 # Engine tests compare results with float32 encodes (exact ground truth), so queries use
 # the float32 text tower here; the int8 one is held to float32 in test_query_runtime.py.
 os.environ.setdefault("XMODAL_QUERY_TEXT_INT8", "false")
+# Likewise torch runs the query towers (ONNX Runtime is held to it in test_onnx_towers.py).
+os.environ.setdefault("XMODAL_QUERY_BACKEND", "torch")
 
 TINY_MODEL = "xmodal-tiny-test"
 TINY_CONFIG = {

@@ -1,6 +1,9 @@
 """Models the engine runs at query and write time: CLIP encoders and image generators.
 
 - `encoder.py` — `load_encoder`, the one factory; `Encoder` is the one place that normalises.
+- `query_runtime.py`, `query_towers.py` — how query encodes run: threads by load, int8,
+  torch or ONNX Runtime (`onnx_towers.py`: export, cache, sessions); `text_prefix.py` —
+  the text tower run only up to the end-of-text token.
 - `configs/` — our open_clip JSON configs (`house`, `house-vit`).
 - `weights/` — the shipped house weights (and their NOTICE); `licenses/` — their data licences.
 - `generator.py` + `generators/` — the image-generator interface, registry and backends.

@@ -16,16 +16,12 @@ from urllib.parse import urlparse
 import numpy as np
 import open_clip
 import torch
-from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from search.errors import UnknownModelError, WeightsUnavailableError
-from search.models.query_runtime import (
-    QueryRuntime,
-    ThreadChooser,
-    quantised_copy,
-    quantised_visual,
-)
+from search.models.query_runtime import QueryRuntime, ThreadChooser
+from search.models.query_towers import Features, QueryTowers
+from search.models.text_prefix import encode_text_prefix, supports_prefix, token_lengths
 
 HOUSE_MODEL = "house"
 RANDOM_INIT = "random"  # pretrained=RANDOM_INIT: the seeded random init, even for house
@@ -185,7 +181,8 @@ def load_encoder(
     `model` is an open_clip architecture name (``ViT-B-32``), one of our configs
     (``house``), or a directory written by `Encoder.save`. `pretrained` is a hub tag,
     a local checkpoint file or directory, or None (shipped house weights, else a
-    seeded random init). `runtime` says how query encodes run (threads, int8 towers).
+    seeded random init). `runtime` says how query encodes run (threads, int8 towers,
+    torch or ONNX Runtime).
     """
     register_house_configs()
     config = _model_config(model)
@@ -223,11 +220,10 @@ class Encoder:
         self.dim: int = int(config["embed_dim"])
         self.image_size: int = _image_size(config)
         self.context_length: int = int(config["text_cfg"].get("context_length", 77))
-        self.runtime = QueryRuntime()
-        self.variant: str = self.runtime.variant
+        self._requested = QueryRuntime()
         self._threads = ThreadChooser()
-        self._query_text_tower: torch.nn.Module | None = None  # int8 copy, queries only
-        self._query_visual: torch.nn.Module | None = None
+        self._query: QueryTowers | None = None  # built on first use: see _query_towers
+        self._query_lock = threading.Lock()
 
     @property
     def identity(self) -> str:
@@ -244,35 +240,49 @@ class Encoder:
         enabled = self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
+    @property
+    def runtime(self) -> QueryRuntime:
+        """How query encodes run: what of the requested runtime could apply here."""
+        return self._query_towers().runtime
+
+    @property
+    def variant(self) -> str:
+        return self.runtime.variant
+
     def configure_queries(self, runtime: QueryRuntime) -> None:
-        """Threads and int8 towers for `encode_query_*` (quantised on CPU only)."""
-        on_cpu = self.device.type == "cpu"
-        text_int8 = runtime.text_int8 and on_cpu and _supports_prefix(self.model)
-        self._query_text_tower = quantised_copy(self.model.transformer) if text_int8 else None
-        image_int8 = runtime.image_int8 and on_cpu
-        self._query_visual = quantised_visual(self.model.visual) if image_int8 else None
-        runtime = QueryRuntime(runtime.threads, text_int8, self._query_visual is not None)
-        self.runtime, self.variant = runtime, runtime.variant
-        self._threads = ThreadChooser(runtime.threads)
+        """Threads, int8 and ONNX Runtime towers for `encode_query_*` (CPU only). The
+        towers are built on first use (or `warm_queries`): batch jobs never pay for them."""
+        with self._query_lock:
+            self._requested, self._query = runtime, None
+            self._threads = ThreadChooser(runtime.threads)
+
+    def warm_queries(self) -> None:
+        """Build the query towers now (an ONNX export the first time), e.g. at server start."""
+        self._query_towers()
+
+    def _query_towers(self) -> QueryTowers:
+        with self._query_lock:
+            if self._query is None:
+                runtime = self._requested
+                threads = (runtime.threads,) if runtime.threads else (1, self._threads.cores)
+                self._query = QueryTowers(self.model, runtime, self.identity, self.config,
+                                          self.device.type == "cpu",
+                                          tuple(sorted(set(threads))))
+            return self._query
 
     def encode_query_text(self, text: str) -> np.ndarray:
-        """One query's [dim] vector: threads by load, the int8 text tower when configured."""
+        """One query's [dim] vector: threads by load, the configured query text tower."""
         tokens = self.tokenizer([text])  # [1, context_length]
-        with self._threads.threads(), torch.inference_mode(), self._autocast():
-            tokens = tokens.to(self.device)
-            if self._query_text_tower is not None:
-                features = _encode_text_prefix(self.model, tokens, self._query_text_tower)
-            else:
-                features = self._encode_tokens(tokens)
-            return self._normalise(features)[0]
+        towers = self._query_towers()
+        with self._threads.threads() as count, torch.inference_mode(), self._autocast():
+            return self._normalise(towers.text(tokens.to(self.device), count))[0]
 
     def encode_query_image(self, image: Image.Image) -> np.ndarray:
-        """One query image's [dim] vector: threads by load, the int8 tower when configured."""
-        with self._threads.threads(), torch.inference_mode(), self._autocast():
+        """One query image's [dim] vector: threads by load, the configured image tower."""
+        towers = self._query_towers()
+        with self._threads.threads() as count, torch.inference_mode(), self._autocast():
             pixels = self.preprocess_images([image]).to(self.device)  # [1, 3, H, W]
-            if self._query_visual is not None:
-                return self._normalise(self._query_visual(pixels))[0]
-            return self._normalise(self.model.encode_image(pixels))[0]
+            return self._normalise(towers.image(pixels, count))[0]
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return torch.stack([self.preprocess(image) for image in images])  # [n, 3, H, W]
@@ -296,7 +306,7 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         tokens = self.tokenizer(list(texts))  # [n, context_length]
         # Batch by token length so short texts run a short text tower (see _encode_tokens).
-        order = np.argsort(_token_lengths(tokens).numpy(), kind="stable")
+        order = np.argsort(token_lengths(tokens).numpy(), kind="stable")
         result = np.empty((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(order), self.batch_size):
@@ -306,13 +316,15 @@ class Encoder:
         return result
 
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        if not _supports_prefix(self.model):
+        if not supports_prefix(self.model):
             return self.model.encode_text(tokens)
-        return _encode_text_prefix(self.model, tokens)
+        return encode_text_prefix(self.model, tokens)
 
     @staticmethod
-    def _normalise(features: torch.Tensor) -> np.ndarray:
-        return normalize(features.float().cpu().numpy())
+    def _normalise(features: Features) -> np.ndarray:
+        if isinstance(features, torch.Tensor):
+            features = features.float().cpu().numpy()
+        return normalize(features)
 
     def save(self, directory: Path) -> Path:
         """Write a self-contained checkpoint dir, loadable by `load_encoder(str(directory))`."""
@@ -340,37 +352,3 @@ def _image_size(config: dict) -> int:
     size = config["vision_cfg"].get("image_size", 224)
     return int(size[0] if isinstance(size, list | tuple) else size)
 
-
-def _token_lengths(tokens: torch.Tensor) -> torch.Tensor:
-    # CLIP's end-of-text token has the highest id, so argmax is its position.
-    return tokens.argmax(dim=-1) + 1
-
-
-def _supports_prefix(model) -> bool:
-    return (
-        isinstance(model, open_clip.CLIP)
-        and getattr(model, "text_pool_type", None) == "argmax"
-        and getattr(model, "attn_mask", None) is not None
-    )
-
-
-def _encode_text_prefix(model, tokens: torch.Tensor,
-                        tower: torch.nn.Module | None = None) -> torch.Tensor:
-    """CLIP.encode_text run only up to the batch's last end-of-text token.
-
-    The text tower is causal and pools at the EOT position, so the padded tail never
-    influences the output: same embeddings as the full context, far less compute.
-    `tower` replaces the model's transformer (its int8 copy, for queries).
-    """
-    length = int(_token_lengths(tokens).max())
-    tokens = tokens[:, :length]  # [batch, length]
-    cast_dtype = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast_dtype)  # [batch, length, width]
-    x = x + model.positional_embedding[:length].to(cast_dtype)
-    tower = tower if tower is not None else model.transformer
-    x = tower(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type)  # [batch, width]
-    if isinstance(model.text_projection, torch.nn.Linear):
-        return model.text_projection(x)
-    return x @ model.text_projection  # [batch, embed_dim]

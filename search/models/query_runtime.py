@@ -1,4 +1,5 @@
-"""How query encodes run: intra-op threads chosen by load, int8 towers for queries.
+"""How query encodes run: intra-op threads chosen by load, int8 towers for queries,
+torch or ONNX Runtime.
 
 A query is one text or one image: alone on the machine it should use every core, but
 under concurrency each extra thread only steals cores from another request. Writes
@@ -13,7 +14,8 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -21,22 +23,39 @@ import torch
 _PROC_STAT = Path("/proc/stat")
 
 
+class QueryBackend(StrEnum):
+    """What runs a query tower: eager torch, or ONNX Runtime on an exported copy (CPU)."""
+
+    TORCH = "torch"
+    ONNX = "onnx"
+
+
 @dataclass(frozen=True)
 class QueryRuntime:
     """`threads`: None = chosen per call by load; a number = always that many.
     `text_int8` / `image_int8`: dynamic int8 quantisation of that tower's Linear layers
-    for queries (stored vectors always come from the float32 towers)."""
+    (MatMuls under ONNX Runtime) for queries; stored vectors always come from the float32
+    torch towers. `text_backend` / `image_backend`: torch or onnx; `onnx_cache`: where
+    exported towers are kept (None: exported in memory at each load)."""
 
     threads: int | None = None
     text_int8: bool = False
     image_int8: bool = False
+    text_backend: QueryBackend = QueryBackend.TORCH
+    image_backend: QueryBackend = QueryBackend.TORCH
+    onnx_cache: Path | None = field(default=None, compare=False)
 
     @property
     def variant(self) -> str:
         """What changes query vectors (threads never do): part of the cache key."""
-        parts = [name for name, on in (("text-int8", self.text_int8),
-                                       ("image-int8", self.image_int8)) if on]
-        return "+".join(parts) or "fp32"
+        parts = [_tower_variant("text", self.text_backend, self.text_int8),
+                 _tower_variant("image", self.image_backend, self.image_int8)]
+        return "+".join(part for part in parts if part) or "fp32"
+
+
+def _tower_variant(tower: str, backend: QueryBackend, int8: bool) -> str:
+    onnx = "-onnx" if backend == QueryBackend.ONNX else ""
+    return f"{tower}{onnx}{'-int8' if int8 else ''}" if onnx or int8 else ""
 
 
 def runnable_elsewhere() -> int:

@@ -8,7 +8,8 @@
 Builds (once; cached under --home) a collection of `n` items, each with an image and a
 text vector (independent clustered unit vectors, no model run; the engine's automatic
 index: IVF-PQ with exact re-ranking from ~20k vectors) and attributes, then, for each
-server option (threads per query, int8 query towers), starts `xmodal-serve` on loopback
+server option (query runtime torch or ONNX Runtime, threads per query, int8 query towers;
+`--options` takes names separated by ';'), starts `xmodal-serve` on loopback
 and drives it from this process with distinct text queries (every one a cache miss: the
 text tower runs) per target and concurrency level. Queries go through the real encoder
 (`--model ViT-B-32`: random weights, the same compute as real ones).
@@ -67,18 +68,19 @@ WORDS = ["red", "blue", "green", "black", "white", "leather", "cotton", "wooden"
          "summer", "winter", "vintage", "small", "large", "soft", "striped", "shoe", "jacket",
          "lamp", "chair", "mug", "backpack", "watch", "dress", "sofa", "bicycle", "camera",
          "kettle", "scarf", "hat", "table", "rug"]
-# Server options side by side; "int8" quantises both query towers where they allow it.
-OPTIONS = {
-    "1 thread, fp32": {"XMODAL_QUERY_THREADS": "1", "XMODAL_QUERY_TEXT_INT8": "false"},
-    "threads by load, fp32": {"XMODAL_QUERY_TEXT_INT8": "false"},
-    "1 thread, int8": {"XMODAL_QUERY_THREADS": "1", "XMODAL_QUERY_TEXT_INT8": "true",
-                       "XMODAL_QUERY_IMAGE_INT8": "true"},
-    "threads by load, int8": {"XMODAL_QUERY_TEXT_INT8": "true",
-                              "XMODAL_QUERY_IMAGE_INT8": "true"},
-    "all cores, int8": {"XMODAL_QUERY_THREADS": str(os.cpu_count() or 1),
-                        "XMODAL_QUERY_TEXT_INT8": "true", "XMODAL_QUERY_IMAGE_INT8": "true"},
-}
-DEFAULT_OPTION = "threads by load, int8"
+# Server options side by side: query runtime (torch / ONNX Runtime) x threads x precision;
+# "int8" quantises both query towers where they allow it.
+_BACKENDS = {"": {"XMODAL_QUERY_BACKEND": "torch"}, "onnx, ": {"XMODAL_QUERY_BACKEND": "onnx"}}
+_THREADS = {"1 thread": {"XMODAL_QUERY_THREADS": "1"}, "threads by load": {},
+            "all cores": {"XMODAL_QUERY_THREADS": str(os.cpu_count() or 1)}}
+_PRECISIONS = {"fp32": {"XMODAL_QUERY_TEXT_INT8": "false", "XMODAL_QUERY_IMAGE_INT8": "false"},
+               "int8": {"XMODAL_QUERY_TEXT_INT8": "true", "XMODAL_QUERY_IMAGE_INT8": "true"}}
+OPTIONS = {f"{backend}{threads}, {precision}": {**b_env, **t_env, **p_env}
+           for backend, b_env in _BACKENDS.items()
+           for threads, t_env in _THREADS.items()
+           for precision, p_env in _PRECISIONS.items()
+           if threads != "all cores" or precision == "int8"}
+DEFAULT_OPTION = "onnx, threads by load, int8"
 
 
 @dataclass(frozen=True)
@@ -492,6 +494,9 @@ def main() -> int:
 
     args.levels = [int(c) for c in args.concurrency.split(",")]
     options = list(OPTIONS) if args.options == "all" else args.options.split(";")
+    unknown = [option for option in options if option not in OPTIONS]
+    if unknown:
+        raise SystemExit(f"unknown --options {unknown}; known: {'; '.join(OPTIONS)}")
     home = args.home or Path(tempfile.gettempdir()) / (
         f"xmodal-bench-api-{args.model}-{args.n}"
         + ("" if args.database == "sqlite" else f"-{args.database}"))

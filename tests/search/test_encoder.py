@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from search.errors import UnknownModelError, WeightsUnavailableError
-from search.models.encoder import _encode_text_prefix, load_encoder, normalize
+from search.models.encoder import load_encoder, normalize
+from search.models.text_prefix import encode_text_prefix
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_prefix_text_tower_equals_full_context(encoder):
     tokens = encoder.tokenizer(texts)
     with torch.inference_mode():
         full = encoder.model.encode_text(tokens)
-        prefix = _encode_text_prefix(encoder.model, tokens)
+        prefix = encode_text_prefix(encoder.model, tokens)
     torch.testing.assert_close(prefix, full, atol=1e-5, rtol=1e-5)
     # and the public path (length-sorted batches) matches the plain one
     np.testing.assert_allclose(encoder.encode_texts(texts), normalize(full.numpy()), atol=1e-5)

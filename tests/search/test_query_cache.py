@@ -6,6 +6,7 @@ import numpy as np
 from search.engine import Searcher
 from search.models.encoder import load_encoder
 from search.models.query_cache import QueryEmbeddingCache, cache_text
+from search.models.query_runtime import QueryRuntime
 from search.query import QueryPart
 from tests.utils.corpus import catalog_items
 
@@ -37,8 +38,8 @@ def test_other_weights_or_runtime_variant_never_share_entries(tiny_model):
     random_init = load_encoder(tiny_model, pretrained="random", device="cpu")
     cache = QueryEmbeddingCache()
     cache.text_vector(random_init, "a shoe")
-    quantised = load_encoder(tiny_model, pretrained="random", device="cpu")
-    quantised.variant = "int8"  # how the tower runs is part of the key
+    quantised = load_encoder(tiny_model, pretrained="random", device="cpu",
+                             runtime=QueryRuntime(text_int8=True))  # how it runs: in the key
     cache.text_vector(quantised, "a shoe")
     assert cache.stats().misses == 2
 
@@ -53,13 +54,13 @@ def test_collection_switched_to_another_model_gets_its_own_vectors(workspace, tm
     searcher = Searcher(workspace)
     parts = (QueryPart(text="fruit number 3"),)
     before = searcher.query_vector(workspace.collection("shop"), parts)
-    np.testing.assert_array_equal(before, shop.encoder.encode_texts(["fruit number 3"])[0])
+    np.testing.assert_array_equal(before, shop.encoder.encode_query_text("fruit number 3"))
 
     workspace.catalog.update_collection(shop.info.id, model=str(other_dir), pretrained=None)
     switched = workspace.reopen_collection("shop")
     after = searcher.query_vector(switched, parts)  # same searcher, same cache
     assert switched.encoder.cache_identity != shop.encoder.cache_identity
-    np.testing.assert_allclose(after, switched.encoder.encode_texts(["fruit number 3"])[0],
+    np.testing.assert_allclose(after, switched.encoder.encode_query_text("fruit number 3"),
                                atol=1e-6)
     assert float(after @ before) < 0.999
     assert searcher.query_cache.stats().misses == 2
