@@ -10,6 +10,7 @@ vectors get (the engine never normalises outside the encoder).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,16 +35,32 @@ def clustered_unit_vectors(
     chunk: int = 131_072,
 ) -> np.ndarray:
     """[n, dim] float32, rows of unit L2 norm; same seed and shape give the same rows."""
+    out = np.empty((n, dim), dtype=np.float32)
+    start = 0
+    for block in iter_clustered_unit_vectors(n, dim, seed=seed, shape=shape, chunk=chunk):
+        out[start : start + len(block)] = block
+        start += len(block)
+    return out
+
+
+def iter_clustered_unit_vectors(
+    n: int,
+    dim: int,
+    *,
+    seed: int = 0,
+    shape: ClusterShape = ClusterShape(),
+    chunk: int = 131_072,
+) -> Iterator[np.ndarray]:
+    """The rows of `clustered_unit_vectors` (same arguments), `chunk` rows at a time:
+    for bases too big to hold at once (a benchmark writes them to a memory-mapped file)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((shape.n_centres, dim), dtype=np.float32)
     # [latent_dim, dim] shared basis, scaled so a unit latent step has norm ~spread*|centre|
     basis = rng.standard_normal((shape.latent_dim, dim), dtype=np.float32)
     basis *= shape.spread / np.sqrt(shape.latent_dim)
-    out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        out[start:stop] = _cluster_points(rng, centres, basis, stop - start, shape.noise)
-    return out
+        yield _cluster_points(rng, centres, basis, stop - start, shape.noise)
 
 
 def _cluster_points(
