@@ -235,7 +235,7 @@ def _shapes(collection: Collection, owners: OwnerSnapshot, kinds: np.ndarray,
 # -- one space, with filters ---------------------------------------------------------------
 def search_params(query: SearchQuery, allowed: np.ndarray | None = None) -> SearchParams:
     defaults = SearchParams()
-    return SearchParams(nprobe=query.nprobe or defaults.nprobe,
+    return SearchParams(nprobe=query.nprobe,  # None: the index's default for its nlist
                         rerank_factor=query.rerank_factor or defaults.rerank_factor,
                         allowed_ids=allowed)
 

@@ -92,11 +92,23 @@ def _choose_pq_bytes(n_vectors: int, dim: int, budget: int) -> int:
     return fitting[-1]
 
 
+# Lists a query visits when it names no nprobe: 32 up to nlist 8192 (about 4M vectors:
+# recall@10 0.995 at 1M), then 1/256 of the lists, so the share of the index scanned
+# stops shrinking as N grows (at 10M, nlist 16384: nprobe 32 gave recall@10 0.941 and
+# 64 gave 0.972; deploy/SCALING.md).
+DEFAULT_NPROBE = 32
+NPROBE_SHARE = 256
+
+
+def default_nprobe(nlist: int) -> int:
+    return max(DEFAULT_NPROBE, nlist // NPROBE_SHARE)
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: an ndarray field has no truth value
 class SearchParams:
     """Per-call search settings; allowed_ids restricts results (metadata filters)."""
 
-    nprobe: int = 32  # IVF lists visited per query
+    nprobe: int | None = None  # IVF lists visited per query; None: default_nprobe(nlist)
     # search_reranked over-fetches k * rerank_factor candidates. 8, not 4: on 1M tight
     # clusters (tests/benchmarks/bench_vectors.py) 4 plateaus at recall@10 0.965, 8 reaches
     # 0.994 for ~10% of single-query QPS.
@@ -104,7 +116,7 @@ class SearchParams:
     allowed_ids: np.ndarray | None = None  # int64 ids allowed; None = all
 
     def __post_init__(self) -> None:
-        if self.nprobe < 1 or self.rerank_factor < 1:
+        if (self.nprobe is not None and self.nprobe < 1) or self.rerank_factor < 1:
             raise InvalidQueryError("nprobe and rerank_factor must be >= 1")
 
 
@@ -231,13 +243,14 @@ class VectorIndex:
         return scores, ids
 
     def _faiss_params(
-        self, nprobe: int, selector: faiss.IDSelector | None
+        self, nprobe: int | None, selector: faiss.IDSelector | None
     ) -> faiss.SearchParameters:
         # fresh objects per call: the index itself is never told nprobe
         params = faiss.SearchParameters()
         if self._ivf is not None:
+            nlist = int(self._ivf.nlist)
             params = faiss.SearchParametersIVF()
-            params.nprobe = min(nprobe, int(self._ivf.nlist))
+            params.nprobe = min(nprobe or default_nprobe(nlist), nlist)
         if selector is not None:
             params.sel = selector
         return params

@@ -25,6 +25,7 @@ from search.vectors.index import (
     VectorIndex,
     apply_ops,
     choose_spec,
+    default_nprobe,
     search_reranked,
     training_sample_size,
 )
@@ -274,6 +275,22 @@ def test_concurrent_searches_with_different_nprobe_match_sequential(
         t.join()
     assert mismatches == []
     assert faiss.extract_index_ivf(small_ivf._index).nprobe == 1  # never touched
+
+
+def test_default_nprobe_grows_with_the_lists() -> None:
+    # 32 up to nlist 8192 (the 1M default, recall@10 0.995), then 1/256 of the lists
+    assert [default_nprobe(n) for n in (1, 64, 4096, 8192, 16384, 65536)] == [
+        32, 32, 32, 32, 64, 256]
+
+
+def test_a_query_naming_no_nprobe_gets_the_default_for_the_index(
+    small: Data, small_ivf: VectorIndex
+) -> None:
+    nlist = int(faiss.extract_index_ivf(small_ivf._index).nlist)
+    named = small_ivf.search(small.queries, 10, SearchParams(nprobe=default_nprobe(nlist)))
+    unnamed = small_ivf.search(small.queries, 10, SearchParams())
+    fewer = small_ivf.search(small.queries, 10, SearchParams(nprobe=1))
+    assert np.array_equal(named[1], unnamed[1]) and not np.array_equal(fewer[1], unnamed[1])
 
 
 def test_bad_queries_are_refused(small: Data, small_ivf: VectorIndex) -> None:
