@@ -10,16 +10,26 @@ the GIN scan yields) and the search stops as soon as the stages have found enoug
 Within a stage larger than the cap, the matches left unscored carry the same query
 words as the scored ones: what is lost is BM25's length and frequency nuance among
 near-ties, not a better kind of match. Facets and counts still cover every match.
+
+Filters on SQLite: FTS5 cannot seek to a set of ids cheaply (it re-runs the query per id),
+and an `IN (subquery)` is built anew by every statement (seconds for a set of 800k ids),
+so a filtered ranked search reads the filter's allowed item ids from the catalog's
+cache of allowed sets (the one the vector side uses, valid until the collection's next
+write) and checks each match against it in memory: one cheap test per match, whatever
+the filter's shape or size; the scan stops once the stage has its cap of allowed matches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Container
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     ColumnElement,
     Integer,
@@ -36,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from search.catalog import lexical
+from search.catalog.attributes import IdSetCache, allowed_item_ids
 from search.catalog.facet_sql import facet_counts
 from search.catalog.filter_sql import filter_clause
 from search.catalog.models import GenerationRow, ItemRow, LexicalIdentifierRow, LexicalWordRow
@@ -49,6 +60,13 @@ SCORE_CAP = 1000
 # Queries up to this many words get the all-but-one stage: n phrases of n - 1 words, each
 # phrase scanned in full for its document frequency (5 words: ~4x the every-word stage).
 MAX_RELAXED_WORDS = 4
+# An allowed set is tested through a bitmap over its id span while that costs at most
+# this many bytes per allowed id (or BITMAP_FREE_BYTES in all); a sparser set through a
+# frozenset (~60 bytes per id, and a slower test).
+BITMAP_BYTES_PER_ID = 32
+BITMAP_FREE_BYTES = 1 << 20
+# SQL function (per connection) that says whether a match's item passes the filters.
+ALLOWED_FUNCTION = "xmodal_allowed"
 
 
 class Stage(Enum):
@@ -90,10 +108,69 @@ class ItemView:
     generated: bool
 
 
+@dataclass(frozen=True, eq=False)
+class AllowedItems:
+    """A filter's allowed item ids as a test SQLite calls per match: `test(rowid -
+    offset)` is truthy for an allowed id within [low, high]."""
+
+    low: int
+    high: int
+    offset: int
+    test: Callable[[int], Any]
+
+    @classmethod
+    def of(cls, ids: np.ndarray) -> AllowedItems:
+        """From sorted, non-empty ids."""
+        low, high = int(ids[0]), int(ids[-1])
+        span = high - low + 1
+        if span <= max(BITMAP_BYTES_PER_ID * len(ids), BITMAP_FREE_BYTES):
+            bitmap = np.zeros(span, dtype=np.uint8)
+            bitmap[ids - low] = 1
+            return cls(low, high, low, memoryview(bitmap).__getitem__)
+        members: Container[int] = frozenset(ids.tolist())
+        return cls(low, high, 0, members.__contains__)
+
+
+class _AllowedTests:
+    """The last few `AllowedItems`, by the cached id array they were built from (the
+    cache returns the same array until the collection's next write)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._built: OrderedDict[int, tuple[np.ndarray, AllowedItems]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def of(self, ids: np.ndarray) -> AllowedItems:
+        with self._lock:
+            found = self._built.get(id(ids))
+            if found is not None and found[0] is ids:
+                self._built.move_to_end(id(ids))
+                return found[1]
+        built = AllowedItems.of(ids)
+        with self._lock:
+            self._built[id(ids)] = (ids, built)  # holding `ids` keeps its id() unique
+            while len(self._built) > self._size:
+                self._built.popitem(last=False)
+        return built
+
+
+def _use(session: Session, allowed: AllowedItems) -> None:
+    """Make `ALLOWED_FUNCTION` test `allowed` on this session's SQLite connection
+    (registered again only when it changes: that re-prepares the connection's cached
+    statements)."""
+    connection = session.connection().connection
+    if connection.info.get(ALLOWED_FUNCTION) is not allowed:
+        connection.driver_connection.create_function(ALLOWED_FUNCTION, 1, allowed.test,
+                                                     deterministic=True)
+        connection.info[ALLOWED_FUNCTION] = allowed
+
+
 class KeywordIndex:
     def __init__(self, session: Callable[[], AbstractContextManager[Session]],
-                 dialect: str) -> None:
+                 dialect: str, id_sets: IdSetCache | None = None) -> None:
         self._session, self.dialect = session, dialect
+        self._id_sets = id_sets if id_sets is not None else IdSetCache()
+        self._tests = _AllowedTests()
 
     # -- parsing ---------------------------------------------------------------------
     def parse(self, collection_id: int, user_text: str) -> lexical.KeywordQuery:
@@ -125,8 +202,11 @@ class KeywordIndex:
 
     # -- matching --------------------------------------------------------------------
     def _matches(self, collection_id: int, query: lexical.KeywordQuery, filters: list[Filter],
-                 stage: Stage) -> tuple[Select, ColumnElement, ColumnElement]:
-        """(select of matching item ids, id column, score column: higher is better)."""
+                 stage: Stage, allowed: AllowedItems | None = None
+                 ) -> tuple[Select, ColumnElement, ColumnElement]:
+        """(select of matching item ids, id column, score column: higher is better).
+        SQLite with `allowed`: the filters are checked through it (see the module's
+        docstring; the caller registers it with `_use`), else in SQL."""
         score: ColumnElement
         if self.dialect == "postgresql":
             tsquery = _pg_tsquery(query, stage)
@@ -140,6 +220,11 @@ class KeywordIndex:
             match = text(f"{lexical.FTS_TABLE} MATCH :q").bindparams(
                 q=_fts5_match(query, stage))
             stmt = select(ids).where(match)
+            if allowed is not None:
+                # the span lets FTS5 skip the doclists outside it; the set implies the
+                # collection, so no match reads its stored collection_id
+                test = getattr(func, ALLOWED_FUNCTION)(ids - allowed.offset)
+                return stmt.where(ids.between(allowed.low, allowed.high), test), ids, score
             # `+rowid`: checked per match. A plain `rowid IN (...)` would let SQLite run
             # the FTS5 query once per filtered id, recomputing BM25's document
             # frequencies each time (seconds for a common word and a 1 % filter).
@@ -161,28 +246,42 @@ class KeywordIndex:
         stage only runs while the earlier ones found fewer than `limit`."""
         if query.empty:
             return []
+        allowed = None
+        if filters and self.dialect != "postgresql":
+            allowed = self._allowed(collection_id, filters)
+            if allowed is None:
+                return []  # no item passes the filters
         found: list[KeywordMatch] = []
         seen: set[int] = set()
         for stage in stages(query):
             # the stage's matches include the earlier stages': score that many more
             more = self._ranked(collection_id, query, limit + len(seen), filters, stage,
-                                SCORE_CAP + len(seen))
+                                SCORE_CAP + len(seen), allowed)
             found += [m for m in more if m.item_id not in seen][:limit - len(found)]
             seen.update(m.item_id for m in more)
             if len(found) >= limit:
                 break
         return found
 
+    def _allowed(self, collection_id: int, filters: list[Filter]) -> AllowedItems | None:
+        """The filters' allowed items (None: none), from the catalog's cached sets."""
+        with self._session() as s:
+            ids = allowed_item_ids(s, self._id_sets, collection_id, filters)
+        return self._tests.of(ids) if len(ids) else None
+
     def _ranked(self, collection_id: int, query: lexical.KeywordQuery, limit: int,
-                filters: list[Filter], stage: Stage, cap: int) -> list[KeywordMatch]:
+                filters: list[Filter], stage: Stage, cap: int,
+                allowed: AllowedItems | None) -> list[KeywordMatch]:
         """The stage's best `limit` among at most `cap` of its matches."""
-        stmt, ids, score = self._matches(collection_id, query, filters, stage)
+        stmt, ids, score = self._matches(collection_id, query, filters, stage, allowed)
         if self.dialect != "postgresql":
             stmt = stmt.order_by(ids.desc())  # FTS5 walks its doclists newest first
         bounded = stmt.add_columns(score.label("score")).limit(cap).subquery()
         ranked = (select(bounded.c[0], bounded.c.score)
                   .order_by(bounded.c.score.desc(), bounded.c[0]).limit(limit))
         with self._session() as s:
+            if allowed is not None:
+                _use(s, allowed)
             return [KeywordMatch(int(i), float(sc)) for i, sc in s.execute(ranked)]
 
     def _match_set(self, collection_id: int, query: lexical.KeywordQuery,
