@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from search.catalog import lexical
 from search.catalog.attributes import IdSetCache, allowed_item_ids
+from search.catalog.bm25 import Bm25
 from search.catalog.facet_sql import facet_counts
 from search.catalog.filter_sql import filter_clause
 from search.catalog.models import GenerationRow, ItemRow, LexicalIdentifierRow, LexicalWordRow
@@ -85,7 +86,8 @@ def stages(query: lexical.KeywordQuery) -> list[Stage]:
         return [Stage.ALL, Stage.ANY]
     return [Stage.ALL, Stage.ALL_BUT_ONE, Stage.ANY]
 
-_fts = table(lexical.FTS_TABLE, column("rowid", Integer), column("collection_id", Integer))
+_fts = table(lexical.FTS_TABLE, column("rowid", Integer), column("collection_id", Integer),
+             column("text"), column("attrs"))
 _docs = table(lexical.PG_TABLE, column("item_id", Integer), column("collection_id", Integer),
               column("document"))
 
@@ -171,6 +173,7 @@ class KeywordIndex:
         self._session, self.dialect = session, dialect
         self._id_sets = id_sets if id_sets is not None else IdSetCache()
         self._tests = _AllowedTests()
+        self._bm25 = Bm25()
 
     # -- parsing ---------------------------------------------------------------------
     def parse(self, collection_id: int, user_text: str) -> lexical.KeywordQuery:
@@ -276,6 +279,8 @@ class KeywordIndex:
         stmt, ids, score = self._matches(collection_id, query, filters, stage, allowed)
         if self.dialect != "postgresql":
             stmt = stmt.order_by(ids.desc())  # FTS5 walks its doclists newest first
+            if not self._fts5_is_cheaper(query, stage, cap):
+                return self._scored(stmt, ids, query, limit, cap, allowed)
         bounded = stmt.add_columns(score.label("score")).limit(cap).subquery()
         ranked = (select(bounded.c[0], bounded.c.score)
                   .order_by(bounded.c.score.desc(), bounded.c[0]).limit(limit))
@@ -283,6 +288,29 @@ class KeywordIndex:
             if allowed is not None:
                 _use(s, allowed)
             return [KeywordMatch(int(i), float(sc)) for i, sc in s.execute(ranked)]
+
+    def _fts5_is_cheaper(self, query: lexical.KeywordQuery, stage: Stage, cap: int) -> bool:
+        """SQLite: rank in SQL with bm25() (scans) or here (`Bm25`), whichever costs
+        less; both give the same scores."""
+        sets = _word_sets(query, stage)
+        phrases = [w for words in sets for i in words for w in query.alternatives[i]]
+        groups = query.alternatives if stage is Stage.ALL else None
+        with self._session() as s:
+            return self._bm25.fts5_is_cheaper(s, phrases, groups, cap)
+
+    def _scored(self, stmt: Select, ids: ColumnElement, query: lexical.KeywordQuery,
+                limit: int, cap: int, allowed: AllowedItems | None) -> list[KeywordMatch]:
+        """SQLite: the newest `cap` matches (FTS5 walks its doclists newest first) with
+        their words, scored by `Bm25` here rather than by FTS5's per-statement scans."""
+        stmt = stmt.add_columns(_fts.c.text, _fts.c.attrs).limit(cap)
+        with self._session() as s:
+            if allowed is not None:
+                _use(s, allowed)
+            rows = s.execute(stmt).all()
+            scores = self._bm25.score(s, query.terms(), [(t, a) for _, t, a in rows])
+        best = sorted(zip((int(r[0]) for r in rows), scores, strict=True),
+                      key=lambda pair: (-pair[1], pair[0]))
+        return [KeywordMatch(i, score) for i, score in best[:limit]]
 
     def _match_set(self, collection_id: int, query: lexical.KeywordQuery,
                    filters: list[Filter]) -> Select:
