@@ -244,7 +244,9 @@ class _Scorer:
 
 
 def _rows(stream: list[str]) -> list[tuple[list[str], list[str]]]:
-    rows, text_words, current = [], [], []
+    rows: list[tuple[list[str], list[str]]] = []
+    text_words: list[str] = []
+    current: list[str] = []
     for word in stream:
         if word == _ROW_END:
             rows.append((text_words, current))

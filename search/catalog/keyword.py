@@ -128,7 +128,7 @@ class AllowedItems:
         if span <= max(BITMAP_BYTES_PER_ID * len(ids), BITMAP_FREE_BYTES):
             bitmap = np.zeros(span, dtype=np.uint8)
             bitmap[ids - low] = 1
-            return cls(low, high, low, memoryview(bitmap).__getitem__)
+            return cls(low, high, low, bitmap.data.__getitem__)  # a memoryview: ints
         members: Container[int] = frozenset(ids.tolist())
         return cls(low, high, 0, members.__contains__)
 
@@ -162,8 +162,8 @@ def _use(session: Session, allowed: AllowedItems) -> None:
     statements)."""
     connection = session.connection().connection
     if connection.info.get(ALLOWED_FUNCTION) is not allowed:
-        connection.driver_connection.create_function(ALLOWED_FUNCTION, 1, allowed.test,
-                                                     deterministic=True)
+        driver: Any = connection.driver_connection  # sqlite3.Connection
+        driver.create_function(ALLOWED_FUNCTION, 1, allowed.test, deterministic=True)
         connection.info[ALLOWED_FUNCTION] = allowed
 
 
