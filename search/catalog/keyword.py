@@ -21,15 +21,12 @@ the filter's shape or size; the scan stops once the stage has its cap of allowed
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import numpy as np
 from sqlalchemy import (
     ColumnElement,
     Integer,
@@ -46,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from search.catalog import lexical
+from search.catalog.allowed_items import ALLOWED_FUNCTION, AllowedItems, AllowedTests, use
 from search.catalog.attributes import IdSetCache, allowed_item_ids
 from search.catalog.bm25 import Bm25
 from search.catalog.facet_sql import facet_counts
@@ -61,13 +59,6 @@ SCORE_CAP = 1000
 # Queries up to this many words get the all-but-one stage: n phrases of n - 1 words, each
 # phrase scanned in full for its document frequency (5 words: ~4x the every-word stage).
 MAX_RELAXED_WORDS = 4
-# An allowed set is tested through a bitmap over its id span while that costs at most
-# this many bytes per allowed id (or BITMAP_FREE_BYTES in all); a sparser set through a
-# frozenset (~60 bytes per id, and a slower test).
-BITMAP_BYTES_PER_ID = 32
-BITMAP_FREE_BYTES = 1 << 20
-# SQL function (per connection) that says whether a match's item passes the filters.
-ALLOWED_FUNCTION = "xmodal_allowed"
 
 
 class Stage(Enum):
@@ -110,69 +101,12 @@ class ItemView:
     generated: bool
 
 
-@dataclass(frozen=True, eq=False)
-class AllowedItems:
-    """A filter's allowed item ids as a test SQLite calls per match: `test(rowid -
-    offset)` is truthy for an allowed id within [low, high]."""
-
-    low: int
-    high: int
-    offset: int
-    test: Callable[[int], Any]
-
-    @classmethod
-    def of(cls, ids: np.ndarray) -> AllowedItems:
-        """From sorted, non-empty ids."""
-        low, high = int(ids[0]), int(ids[-1])
-        span = high - low + 1
-        if span <= max(BITMAP_BYTES_PER_ID * len(ids), BITMAP_FREE_BYTES):
-            bitmap = np.zeros(span, dtype=np.uint8)
-            bitmap[ids - low] = 1
-            return cls(low, high, low, bitmap.data.__getitem__)  # a memoryview: ints
-        members: Container[int] = frozenset(ids.tolist())
-        return cls(low, high, 0, members.__contains__)
-
-
-class _AllowedTests:
-    """The last few `AllowedItems`, by the cached id array they were built from (the
-    cache returns the same array until the collection's next write)."""
-
-    def __init__(self, size: int = 8) -> None:
-        self._built: OrderedDict[int, tuple[np.ndarray, AllowedItems]] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def of(self, ids: np.ndarray) -> AllowedItems:
-        with self._lock:
-            found = self._built.get(id(ids))
-            if found is not None and found[0] is ids:
-                self._built.move_to_end(id(ids))
-                return found[1]
-        built = AllowedItems.of(ids)
-        with self._lock:
-            self._built[id(ids)] = (ids, built)  # holding `ids` keeps its id() unique
-            while len(self._built) > self._size:
-                self._built.popitem(last=False)
-        return built
-
-
-def _use(session: Session, allowed: AllowedItems) -> None:
-    """Make `ALLOWED_FUNCTION` test `allowed` on this session's SQLite connection
-    (registered again only when it changes: that re-prepares the connection's cached
-    statements)."""
-    connection = session.connection().connection
-    if connection.info.get(ALLOWED_FUNCTION) is not allowed:
-        driver: Any = connection.driver_connection  # sqlite3.Connection
-        driver.create_function(ALLOWED_FUNCTION, 1, allowed.test, deterministic=True)
-        connection.info[ALLOWED_FUNCTION] = allowed
-
-
 class KeywordIndex:
     def __init__(self, session: Callable[[], AbstractContextManager[Session]],
                  dialect: str, id_sets: IdSetCache | None = None) -> None:
         self._session, self.dialect = session, dialect
         self._id_sets = id_sets if id_sets is not None else IdSetCache()
-        self._tests = _AllowedTests()
+        self._tests = AllowedTests()
         self._bm25 = Bm25()
 
     # -- parsing ---------------------------------------------------------------------
@@ -209,7 +143,7 @@ class KeywordIndex:
                  ) -> tuple[Select, ColumnElement, ColumnElement]:
         """(select of matching item ids, id column, score column: higher is better).
         SQLite with `allowed`: the filters are checked through it (see the module's
-        docstring; the caller registers it with `_use`), else in SQL."""
+        docstring; the caller registers it with `use`), else in SQL."""
         score: ColumnElement
         if self.dialect == "postgresql":
             tsquery = _pg_tsquery(query, stage)
@@ -286,7 +220,7 @@ class KeywordIndex:
                   .order_by(bounded.c.score.desc(), bounded.c[0]).limit(limit))
         with self._session() as s:
             if allowed is not None:
-                _use(s, allowed)
+                use(s, allowed)
             return [KeywordMatch(int(i), float(sc)) for i, sc in s.execute(ranked)]
 
     def _fts5_is_cheaper(self, query: lexical.KeywordQuery, stage: Stage, cap: int) -> bool:
@@ -305,7 +239,7 @@ class KeywordIndex:
         stmt = stmt.add_columns(_fts.c.text, _fts.c.attrs).limit(cap)
         with self._session() as s:
             if allowed is not None:
-                _use(s, allowed)
+                use(s, allowed)
             rows = s.execute(stmt).all()
             scores = self._bm25.score(s, query.terms(), [(t, a) for _, t, a in rows])
         best = sorted(zip((int(r[0]) for r in rows), scores, strict=True),

@@ -5,9 +5,9 @@ the allowed sets follow writes. SQLite and PostgreSQL."""
 import numpy as np
 import pytest
 
-from search.catalog import keyword
+from search.catalog import allowed_items, keyword
+from search.catalog.allowed_items import AllowedItems
 from search.catalog.catalog import ItemInput
-from search.catalog.keyword import AllowedItems
 from search.filters import parse_filters
 
 BRANDS = ("Acme", "Bolt", "Lumo")
@@ -53,8 +53,8 @@ SPECS = [
 def test_every_filter_shape_gives_exactly_the_matches_that_pass(catalog, collection, dense,
                                                                 monkeypatch):
     if not dense:  # the sparse path: a frozenset instead of a bitmap
-        monkeypatch.setattr(keyword, "BITMAP_BYTES_PER_ID", 0)
-        monkeypatch.setattr(keyword, "BITMAP_FREE_BYTES", 0)
+        monkeypatch.setattr(allowed_items, "BITMAP_BYTES_PER_ID", 0)
+        monkeypatch.setattr(allowed_items, "BITMAP_FREE_BYTES", 0)
     items = _items(60)
     ids = {c.external_id: c.item_id for c in catalog.upsert_items(collection.id, items)}
     every, red = (catalog.keyword.parse(collection.id, q) for q in ("cup", "red cup"))
