@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from search.catalog.filter_sql import allowed_items
 from search.catalog.models import CollectionRow, ItemAttributeRow, ItemRow
 from search.filters import Filter
 
@@ -39,6 +40,8 @@ CACHED_SETS = 64
 CACHED_IDS = 20_000_000  # int64 ids held in all cached sets together (160 MB)
 
 IdSetKey = tuple[int, tuple[str, ...], tuple[str, ...], tuple[tuple, ...]]
+# The "modality" of item-id sets in the cache: no vector space has this name.
+ITEMS = "*items"
 
 
 def attribute_rows(collection_id: int, item_id: int, attributes: Mapping[str, Any]
@@ -154,6 +157,21 @@ def id_set_key(collection_id: int, modalities: Sequence[str] | None,
                sources: Sequence[str] | None, filters: Sequence[Filter]) -> IdSetKey:
     return (collection_id, tuple(sorted(modalities or ())), tuple(sorted(sources or ())),
             tuple((f.field, f.op.value, _typed(f.value)) for f in filters))
+
+
+def allowed_item_ids(session: Session, cache: IdSetCache, collection_id: int,
+                     filters: Sequence[Filter]) -> np.ndarray:
+    """The collection's item ids passing every filter (int64, sorted), through the cache
+    that holds the vector side's allowed sets, valid until the collection's next write."""
+    key = id_set_key(collection_id, (ITEMS,), None, filters)
+    version = write_version(session, collection_id)
+    cached = cache.get(key, version)
+    if cached is not None:
+        return cached
+    ids = np.unique(np.fromiter(session.scalars(allowed_items(list(filters), collection_id)),
+                                dtype=np.int64))
+    cache.put(key, version, ids)
+    return ids
 
 
 def _typed(value: Any) -> tuple:

@@ -103,8 +103,8 @@ class Catalog(ItemRows, VectorRows, GenerationRows):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.history = CatalogHistory(self.session)
-        self.keyword = KeywordIndex(self.session, engine.dialect.name)
         self.id_sets = IdSetCache()
+        self.keyword = KeywordIndex(self.session, engine.dialect.name, self.id_sets)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

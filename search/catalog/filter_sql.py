@@ -48,15 +48,45 @@ def _condition(f: Filter) -> ColumnElement:
     return _RANGE[f.op](ItemAttributeRow.num_value, float(f.value))
 
 
-def matching_items(collection_id: int, f: Filter) -> Select:
-    """SELECT item_id of the collection's items whose attribute passes one filter."""
+def _conditions(filters: list[Filter]) -> list[tuple[str, ColumnElement]]:
+    """(field, condition on one attribute row) per filtered field: the range bounds of a
+    field are one condition, so a list matches when some element is within the range
+    (as documented) and `{"gte": 100, "lt": 150}` is one index range scan, not two
+    half-open sets of most of the collection intersected."""
+    out: list[tuple[str, list[ColumnElement]]] = []
+    ranges: dict[str, list[ColumnElement]] = {}
+    for f in filters:
+        if f.op in _RANGE and f.field in ranges:
+            ranges[f.field].append(_condition(f))
+            continue
+        conditions = [_condition(f)]
+        out.append((f.field, conditions))
+        if f.op in _RANGE:
+            ranges[f.field] = conditions
+    return [(field, and_(*conditions) if len(conditions) > 1 else conditions[0])
+            for field, conditions in out]
+
+
+def _matching(collection_id: int, field: str, condition: ColumnElement) -> Select:
     return select(ItemAttributeRow.item_id).where(
-        ItemAttributeRow.collection_id == collection_id, ItemAttributeRow.key == f.field,
-        _condition(f))
+        ItemAttributeRow.collection_id == collection_id, ItemAttributeRow.key == field,
+        condition)
 
 
 def filter_clause(filters: list[Filter], collection_id: int, item_id: ColumnElement
                   ) -> ColumnElement | None:
     """`item_id` passes every filter (None: no filters)."""
-    clauses = [item_id.in_(matching_items(collection_id, f)) for f in filters]
+    clauses = [item_id.in_(_matching(collection_id, field, condition))
+               for field, condition in _conditions(filters)]
     return and_(*clauses) if clauses else None
+
+
+def allowed_items(filters: list[Filter], collection_id: int) -> Select:
+    """SELECT the item ids passing every filter (repeated for list elements: dedupe),
+    driven by one index scan of the first field, the others checked per row."""
+    (field, condition), *rest = _conditions(filters)
+    stmt = _matching(collection_id, field, condition)
+    for other, other_condition in rest:
+        stmt = stmt.where(ItemAttributeRow.item_id.in_(
+            _matching(collection_id, other, other_condition)))
+    return stmt

@@ -10,6 +10,13 @@ the GIN scan yields) and the search stops as soon as the stages have found enoug
 Within a stage larger than the cap, the matches left unscored carry the same query
 words as the scored ones: what is lost is BM25's length and frequency nuance among
 near-ties, not a better kind of match. Facets and counts still cover every match.
+
+Filters on SQLite: FTS5 cannot seek to a set of ids cheaply (it re-runs the query per id),
+and an `IN (subquery)` is built anew by every statement (seconds for a set of 800k ids),
+so a filtered ranked search reads the filter's allowed item ids from the catalog's
+cache of allowed sets (the one the vector side uses, valid until the collection's next
+write) and checks each match against it in memory: one cheap test per match, whatever
+the filter's shape or size; the scan stops once the stage has its cap of allowed matches.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from search.catalog import lexical
+from search.catalog.allowed_items import ALLOWED_FUNCTION, AllowedItems, AllowedTests, use
+from search.catalog.attributes import IdSetCache, allowed_item_ids
+from search.catalog.bm25 import Bm25
 from search.catalog.facet_sql import facet_counts
 from search.catalog.filter_sql import filter_clause
 from search.catalog.models import GenerationRow, ItemRow, LexicalIdentifierRow, LexicalWordRow
@@ -67,7 +77,8 @@ def stages(query: lexical.KeywordQuery) -> list[Stage]:
         return [Stage.ALL, Stage.ANY]
     return [Stage.ALL, Stage.ALL_BUT_ONE, Stage.ANY]
 
-_fts = table(lexical.FTS_TABLE, column("rowid", Integer), column("collection_id", Integer))
+_fts = table(lexical.FTS_TABLE, column("rowid", Integer), column("collection_id", Integer),
+             column("text"), column("attrs"))
 _docs = table(lexical.PG_TABLE, column("item_id", Integer), column("collection_id", Integer),
               column("document"))
 
@@ -92,8 +103,11 @@ class ItemView:
 
 class KeywordIndex:
     def __init__(self, session: Callable[[], AbstractContextManager[Session]],
-                 dialect: str) -> None:
+                 dialect: str, id_sets: IdSetCache | None = None) -> None:
         self._session, self.dialect = session, dialect
+        self._id_sets = id_sets if id_sets is not None else IdSetCache()
+        self._tests = AllowedTests()
+        self._bm25 = Bm25()
 
     # -- parsing ---------------------------------------------------------------------
     def parse(self, collection_id: int, user_text: str) -> lexical.KeywordQuery:
@@ -125,8 +139,11 @@ class KeywordIndex:
 
     # -- matching --------------------------------------------------------------------
     def _matches(self, collection_id: int, query: lexical.KeywordQuery, filters: list[Filter],
-                 stage: Stage) -> tuple[Select, ColumnElement, ColumnElement]:
-        """(select of matching item ids, id column, score column: higher is better)."""
+                 stage: Stage, allowed: AllowedItems | None = None
+                 ) -> tuple[Select, ColumnElement, ColumnElement]:
+        """(select of matching item ids, id column, score column: higher is better).
+        SQLite with `allowed`: the filters are checked through it (see the module's
+        docstring; the caller registers it with `use`), else in SQL."""
         score: ColumnElement
         if self.dialect == "postgresql":
             tsquery = _pg_tsquery(query, stage)
@@ -140,6 +157,11 @@ class KeywordIndex:
             match = text(f"{lexical.FTS_TABLE} MATCH :q").bindparams(
                 q=_fts5_match(query, stage))
             stmt = select(ids).where(match)
+            if allowed is not None:
+                # the span lets FTS5 skip the doclists outside it; the set implies the
+                # collection, so no match reads its stored collection_id
+                test = getattr(func, ALLOWED_FUNCTION)(ids - allowed.offset)
+                return stmt.where(ids.between(allowed.low, allowed.high), test), ids, score
             # `+rowid`: checked per match. A plain `rowid IN (...)` would let SQLite run
             # the FTS5 query once per filtered id, recomputing BM25's document
             # frequencies each time (seconds for a common word and a 1 % filter).
@@ -161,29 +183,68 @@ class KeywordIndex:
         stage only runs while the earlier ones found fewer than `limit`."""
         if query.empty:
             return []
+        allowed = None
+        if filters and self.dialect != "postgresql":
+            allowed = self._allowed(collection_id, filters)
+            if allowed is None:
+                return []  # no item passes the filters
         found: list[KeywordMatch] = []
         seen: set[int] = set()
         for stage in stages(query):
             # the stage's matches include the earlier stages': score that many more
             more = self._ranked(collection_id, query, limit + len(seen), filters, stage,
-                                SCORE_CAP + len(seen))
+                                SCORE_CAP + len(seen), allowed)
             found += [m for m in more if m.item_id not in seen][:limit - len(found)]
             seen.update(m.item_id for m in more)
             if len(found) >= limit:
                 break
         return found
 
+    def _allowed(self, collection_id: int, filters: list[Filter]) -> AllowedItems | None:
+        """The filters' allowed items (None: none), from the catalog's cached sets."""
+        with self._session() as s:
+            ids = allowed_item_ids(s, self._id_sets, collection_id, filters)
+        return self._tests.of(ids) if len(ids) else None
+
     def _ranked(self, collection_id: int, query: lexical.KeywordQuery, limit: int,
-                filters: list[Filter], stage: Stage, cap: int) -> list[KeywordMatch]:
+                filters: list[Filter], stage: Stage, cap: int,
+                allowed: AllowedItems | None) -> list[KeywordMatch]:
         """The stage's best `limit` among at most `cap` of its matches."""
-        stmt, ids, score = self._matches(collection_id, query, filters, stage)
+        stmt, ids, score = self._matches(collection_id, query, filters, stage, allowed)
         if self.dialect != "postgresql":
             stmt = stmt.order_by(ids.desc())  # FTS5 walks its doclists newest first
+            if not self._fts5_is_cheaper(query, stage, cap):
+                return self._scored(stmt, ids, query, limit, cap, allowed)
         bounded = stmt.add_columns(score.label("score")).limit(cap).subquery()
         ranked = (select(bounded.c[0], bounded.c.score)
                   .order_by(bounded.c.score.desc(), bounded.c[0]).limit(limit))
         with self._session() as s:
+            if allowed is not None:
+                use(s, allowed)
             return [KeywordMatch(int(i), float(sc)) for i, sc in s.execute(ranked)]
+
+    def _fts5_is_cheaper(self, query: lexical.KeywordQuery, stage: Stage, cap: int) -> bool:
+        """SQLite: rank in SQL with bm25() (scans) or here (`Bm25`), whichever costs
+        less; both give the same scores."""
+        sets = _word_sets(query, stage)
+        phrases = [w for words in sets for i in words for w in query.alternatives[i]]
+        groups = query.alternatives if stage is Stage.ALL else None
+        with self._session() as s:
+            return self._bm25.fts5_is_cheaper(s, phrases, groups, cap)
+
+    def _scored(self, stmt: Select, ids: ColumnElement, query: lexical.KeywordQuery,
+                limit: int, cap: int, allowed: AllowedItems | None) -> list[KeywordMatch]:
+        """SQLite: the newest `cap` matches (FTS5 walks its doclists newest first) with
+        their words, scored by `Bm25` here rather than by FTS5's per-statement scans."""
+        stmt = stmt.add_columns(_fts.c.text, _fts.c.attrs).limit(cap)
+        with self._session() as s:
+            if allowed is not None:
+                use(s, allowed)
+            rows = s.execute(stmt).all()
+            scores = self._bm25.score(s, query.terms(), [(t, a) for _, t, a in rows])
+        best = sorted(zip((int(r[0]) for r in rows), scores, strict=True),
+                      key=lambda pair: (-pair[1], pair[0]))
+        return [KeywordMatch(i, score) for i, score in best[:limit]]
 
     def _match_set(self, collection_id: int, query: lexical.KeywordQuery,
                    filters: list[Filter]) -> Select:

@@ -30,6 +30,7 @@ from search.catalog.models import LexicalIdentifierRow, LexicalWordRow
 
 FTS_TABLE = "lexical_fts"  # SQLite; rowid = items.id
 PG_TABLE = "lexical_docs"  # PostgreSQL; item_id = items.id
+TOKENIZE = "porter unicode61 remove_diacritics 2"  # the FTS5 table's tokenizer
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 32
 MIN_TYPO_LENGTH = 4  # shorter words have too many one-edit neighbours to guess from
@@ -206,7 +207,7 @@ def create_schema(connection: Connection) -> None:
     else:
         connection.execute(text(
             f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(text, attrs, "
-            "collection_id UNINDEXED, tokenize='porter unicode61 remove_diacritics 2')"))
+            f"collection_id UNINDEXED, tokenize='{TOKENIZE}')"))
 
 
 def drop_schema(connection: Connection) -> None:
