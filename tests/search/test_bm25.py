@@ -5,7 +5,8 @@ import pytest
 from sqlalchemy import text
 
 from search.catalog import bm25, keyword, lexical
-from search.catalog.catalog import ItemInput, open_catalog
+from search.catalog.catalog import open_catalog
+from search.catalog.items import ItemInput
 
 DOCS = [
     ("Red wool scarf", {"keywords": ["winter", "wool", "gift"], "brand": "Acme"}),

@@ -7,7 +7,7 @@ import pytest
 
 from search.catalog import allowed_items, keyword
 from search.catalog.allowed_items import AllowedItems
-from search.catalog.catalog import ItemInput
+from search.catalog.items import ItemInput
 from search.filters import parse_filters
 
 BRANDS = ("Acme", "Bolt", "Lumo")
