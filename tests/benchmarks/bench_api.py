@@ -492,12 +492,14 @@ def main() -> int:
 
     args.levels = [int(c) for c in args.concurrency.split(",")]
     options = list(OPTIONS) if args.options == "all" else args.options.split(";")
-    home = args.home or Path(tempfile.gettempdir()) / (
-        f"xmodal-bench-api-{args.model}-{args.n}"
-        + ("" if args.database == "sqlite" else f"-{args.database}"))
+    sqlite_home = Path(tempfile.gettempdir()) / f"xmodal-bench-api-{args.model}-{args.n}"
+    home = args.home or (sqlite_home if args.database == "sqlite"
+                         else sqlite_home.with_name(f"{sqlite_home.name}-{args.database}"))
     with bench_database(home, args.database) as database_url:
+        # a PostgreSQL build copies the SQLite build's vectors and index when it has them
         build = ensure_collection(home, COLLECTION, args.n, seed=args.seed, model=args.model,
-                                  database_url=database_url)
+                                  database_url=database_url,
+                                  vectors_from=None if home == sqlite_home else sqlite_home)
         print(f"collection: {json.dumps(build)}", flush=True)
         load_at_start = os.getloadavg()  # other work on the machine shares its cores
         levels = run_options(home, options, args, database_url)
