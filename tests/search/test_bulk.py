@@ -4,6 +4,8 @@ Every test runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -146,3 +148,55 @@ def test_existing_external_ids_counts_pending_items(catalog, collection):
     catalog.upsert_items(collection.id, ITEMS[:2])  # pending: no vectors yet
     assert catalog.existing_external_ids(collection.id, ["shoe-1", "mug-1", "shoe-2"]) == {
         "shoe-1", "shoe-2"}
+
+
+def _prepared(collection, items):
+    from search.collection.preparing import embed_prepared, prepare_items
+
+    ctx = collection.prepare_context()
+    prepared, failures = prepare_items(items, ctx, collection.known_hashes(
+        [i.external_id for i in items]))
+    assert not failures
+    embed_prepared(collection.encoder, prepared)  # vectors computed "elsewhere"
+    return prepared
+
+
+def _served(collection):
+    """Every vector the spaces serve, as (external id, modality, exact vector bytes)."""
+    out = set()
+    for modality, space in collection.spaces.items():
+        ids = space.store_ids()
+        vectors, found = space.vectors(ids)
+        assert found.all()
+        infos = collection.catalog.vector_infos(ids)
+        out |= {(infos[int(i)].external_id, modality.value, v.tobytes())
+                for i, v in zip(ids, vectors, strict=True)}
+    return out
+
+
+def test_write_bulk_serves_what_write_serves(workspace, monkeypatch):
+    from tests.utils.corpus import catalog_items
+
+    loads: list[int] = []
+    insert = workspace.catalog.insert_new_items
+    monkeypatch.setattr(workspace.catalog, "insert_new_items", lambda cid, items, *a, **k: (
+        loads.append(len(items)), insert(cid, items, *a, **k))[1])
+    items = catalog_items(30)
+    changed = [replace(i, text=f"{i.text} again") for i in items[:5]]
+    results = []
+    for name, bulk in (("rows", False), ("bulk", True)):
+        collection = workspace.create_collection(name)
+        write = collection.write_bulk if bulk else collection.write
+        first = write(_prepared(collection, items[:20]))
+        # a mixed batch: 5 changed, 15 unchanged, 10 new (only these load in bulk)
+        second = write(_prepared(collection, changed + items[5:]))
+        results.append(((first.new, first.failed),
+                        (second.new, second.changed, second.unchanged, second.failed),
+                        _served(collection), collection.catalog.collection_counts(
+                            collection.info.id)))
+        rows = workspace.catalog.iter_items(collection.info.id)
+        assert all(workspace.catalog.get_item(collection.info.id, s.external_id).status
+                   == "active" for batch in rows for s in batch)
+    assert results[0] == results[1]
+    assert results[1][1] == (10, 5, 15, 0)
+    assert loads == [20, 10]  # the new items, and only they, went in by bulk loads
