@@ -26,7 +26,9 @@ Keyword and hybrid modes send shopper queries drawn from the catalogue's own wor
 (`shop_corpus.shopper_queries`: "black ankle boot", a brand and a noun, a typo now and
 then; still distinct, so the text tower runs for each hybrid one). `--database postgres`
 keeps the catalog in a PostgreSQL cluster of the test harness under the build's home
-(`home/postgres`), so a rerun reuses the 1M build instead of rebuilding it.
+(`home/postgres`), so a rerun reuses the 1M build instead of rebuilding it; its first
+build loads the rows by COPY and copies the SQLite build's embeddings and index versions
+(same vector ids) when that build exists, instead of training the index again.
 """
 
 from __future__ import annotations
