@@ -200,3 +200,31 @@ def test_write_bulk_serves_what_write_serves(workspace, monkeypatch):
     assert results[0] == results[1]
     assert results[1][1] == (10, 5, 15, 0)
     assert loads == [20, 10]  # the new items, and only they, went in by bulk loads
+
+
+def test_a_write_bulk_killed_before_its_embeddings_is_redone_by_the_next(workspace,
+                                                                         monkeypatch):
+    from search.catalog.models import Modality
+    from tests.utils.corpus import catalog_items
+
+    collection = workspace.create_collection("shop")
+    prepared = _prepared(collection, catalog_items(12))
+    space = collection.spaces[Modality.TEXT]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the rows committed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(space, "add", killed)
+        with pytest.raises(KeyboardInterrupt):
+            collection.write_bulk(prepared)
+    cid = collection.info.id
+    assert {s.external_id for b in workspace.catalog.iter_items(cid) for s in b} == {
+        p.external_id for p in prepared}  # rows are there, pending
+    collection.reconcile()  # what the next run does first: pending items leave search
+    assert collection.catalog.active_hashes(cid, [p.external_id for p in prepared]) == {}
+    report = collection.write_bulk(_prepared(collection, catalog_items(12)))
+    assert (report.new, report.changed, report.unchanged) == (0, 12, 0)
+    assert len(_served(collection)) == sum(
+        (p.text_vector is not None) + (p.image_vector is not None) for p in prepared)
+    assert collection.catalog.collection_counts(cid).items == 12
