@@ -2,10 +2,10 @@
 
 `ShardCommitter` owns the collection for the job (on the cluster it runs as one Ray actor,
 so neither the driver nor the encoders ever hold the index). Each shard goes in through
-`Collection.write` in large batches: the local engine's write path, so content-hash
-upserts, the lexical and attribute indexes (same transaction as the item rows) and the
-"changed during the run" rule are the same; rows are inserted in bulk (SQLAlchemy's
-multi-row INSERT ... RETURNING, 1,000 rows a statement, on SQLite and PostgreSQL alike).
+`Collection.write_bulk` in large batches: items new to the collection are bulk-loaded
+(items, attribute rows, lexical entries and vector rows in one transaction: `COPY` on
+PostgreSQL, batched executemany on SQLite), the others take the local engine's write
+path, so content-hash upserts and the "changed during the run" rule are the same.
 A shard is marked in the staging ledger only after its write returned: a shard committed
 twice (a kill between the two) upserts unchanged items, so nothing is doubled."""
 
@@ -29,7 +29,7 @@ from search import (
     index_stats,
 )
 
-COMMIT_ROWS = 1024  # rows per catalog transaction
+COMMIT_ROWS = 8192  # rows per catalog transaction (a bulk load's batch)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class ShardCommitter:
 
     def _write(self, items: list[PreparedItem], job_id: int | None, resumed: bool,
                report: ShardReport) -> None:
-        added = self.collection.write(items, job_id=job_id)
+        added = self.collection.write_bulk(items, job_id=job_id)
         recounted = 0
         if resumed:
             self.resumed.update(p.external_id for p in items)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from search.catalog import lexical
 from search.catalog.attributes import IdSetCache
+from search.catalog.bulk import BulkRows
 from search.catalog.generations import GenerationRows
 from search.catalog.history import CatalogHistory
 from search.catalog.items import ItemRows
@@ -96,8 +97,9 @@ def migrate_catalog(url: str) -> SchemaMigration:
         engine.dispose()
 
 
-class Catalog(ItemRows, VectorRows, GenerationRows):
-    """Collections here; items, vectors and generated images in their row groups."""
+class Catalog(ItemRows, VectorRows, GenerationRows, BulkRows):
+    """Collections here; items, vectors and generated images in their row groups (and
+    new items in bulk: `BulkRows`)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

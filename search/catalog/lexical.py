@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from search.catalog import loader
 from search.catalog.models import LexicalIdentifierRow, LexicalWordRow
 
 FTS_TABLE = "lexical_fts"  # SQLite; rowid = items.id
@@ -142,8 +143,7 @@ def write_documents(session: Session, collection_id: int, docs: Sequence[Documen
     if dialect == "postgresql":
         session.execute(text(
             f"INSERT INTO {PG_TABLE} (item_id, collection_id, document) VALUES (:item_id, :cid, "
-            "setweight(to_tsvector('english', :text), 'A') || "
-            "setweight(to_tsvector('english', :attrs), 'B'))"),
+            f"{_pg_document(':text', ':attrs')})"),
             [{"item_id": d.item_id, "cid": collection_id, "text": d.text, "attrs": d.attributes}
              for d in docs])
     else:
@@ -152,12 +152,56 @@ def write_documents(session: Session, collection_id: int, docs: Sequence[Documen
             "VALUES (:item_id, :text, :attrs, :cid)"),
             [{"item_id": d.item_id, "cid": collection_id, "text": d.text, "attrs": d.attributes}
              for d in docs])
-    identifiers = [{"collection_id": collection_id, "value": v[:512], "item_id": d.item_id}
-                   for d in docs for v in d.identifiers]
+    identifiers = _identifier_rows(collection_id, docs)
     if identifiers:
         session.execute(insert(LexicalIdentifierRow), identifiers)
-    vocabulary = {w for d in docs for w in words(f"{d.text} {d.attributes}") if len(w) <= 64}
-    _add_words(session, collection_id, vocabulary, dialect)
+    _add_words(session, collection_id, _vocabulary(docs), dialect)
+
+
+def _pg_document(text_sql: str, attrs_sql: str) -> str:
+    """The tsvector of one document: text weighs A, attributes B (one definition for the
+    row-at-a-time and the bulk writer, so both index alike)."""
+    return (f"setweight(to_tsvector('english', {text_sql}), 'A') || "
+            f"setweight(to_tsvector('english', {attrs_sql}), 'B')")
+
+
+def _identifier_rows(collection_id: int, docs: Sequence[Document]) -> list[dict[str, Any]]:
+    return [{"collection_id": collection_id, "value": v[:512], "item_id": d.item_id}
+            for d in docs for v in d.identifiers]
+
+
+def _vocabulary(docs: Sequence[Document]) -> set[str]:
+    return {w for d in docs for w in words(f"{d.text} {d.attributes}") if len(w) <= 64}
+
+
+def insert_documents(session: Session, collection_id: int, docs: Sequence[Document]) -> None:
+    """Entries of items that have none yet, at bulk speed (same transaction as the item
+    rows). PostgreSQL: the documents are COPYed into a temporary table and turned into
+    tsvectors by one INSERT ... SELECT; SQLite: batched executemany into FTS5."""
+    if not docs:
+        return
+    postgres = loader.is_postgres(session)
+    if postgres:
+        session.execute(text("CREATE TEMPORARY TABLE IF NOT EXISTS lexical_load (item_id "
+                             "BIGINT, text TEXT, attrs TEXT) ON COMMIT DROP"))
+        loader.copy_tuples(session, "COPY lexical_load (item_id, text, attrs) FROM STDIN",
+                           ((d.item_id, d.text, d.attributes) for d in docs))
+        session.execute(text(
+            f"INSERT INTO {PG_TABLE} (item_id, collection_id, document) SELECT item_id, "
+            f":cid, {_pg_document('text', 'attrs')} FROM lexical_load"), {"cid": collection_id})
+        session.execute(text("TRUNCATE lexical_load"))
+    else:
+        for start in range(0, len(docs), loader.SQLITE_BATCH):
+            session.execute(text(
+                f"INSERT INTO {FTS_TABLE} (rowid, text, attrs, collection_id) "
+                "VALUES (:item_id, :text, :attrs, :cid)"),
+                [{"item_id": d.item_id, "cid": collection_id, "text": d.text,
+                  "attrs": d.attributes} for d in docs[start:start + loader.SQLITE_BATCH]])
+    loader.load_rows(session, LexicalIdentifierRow.__table__,  # type: ignore[arg-type]
+                     _identifier_rows(collection_id, docs),
+                     ("collection_id", "value", "item_id"))
+    _add_words(session, collection_id, _vocabulary(docs),
+               "postgresql" if postgres else "sqlite")
 
 
 def _add_words(session: Session, collection_id: int, vocabulary: set[str],
@@ -264,6 +308,7 @@ def index_items(session: Session, collection_id: int,
 def reindex_collection(session: Session, collection_id: int, batch: int = 5000) -> int:
     """Rebuild one collection's entries (after its settings changed); returns the count."""
     delete_collection(session, collection_id)
+    settings = collection_settings(session, collection_id)
     done, last = 0, 0
     while True:
         rows = session.execute(
@@ -272,7 +317,8 @@ def reindex_collection(session: Session, collection_id: int, batch: int = 5000) 
             .order_by(_items.c.id).limit(batch)).all()
         if not rows:
             return done
-        index_items(session, collection_id, [
-            (item_id, item_text, _json_value(attrs))
+        # the collection's entries were all deleted above: new ones go in at bulk speed
+        insert_documents(session, collection_id, [
+            document(item_id, item_text, _json_value(attrs), settings)
             for item_id, item_text, attrs in rows])
         done, last = done + len(rows), rows[-1][0]

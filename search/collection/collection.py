@@ -16,7 +16,7 @@ from search.catalog.catalog import Catalog, CollectionInfo
 from search.catalog.items import ItemInput, ItemState
 from search.catalog.lexical import DEFAULT_IDENTIFIERS, LexicalSettings
 from search.catalog.models import ItemRow, Modality, Source, VectorRow
-from search.collection import search_fields
+from search.collection import bulk, search_fields
 from search.collection.locks import collection_write_lock
 from search.collection.preparing import (
     ItemFailure,
@@ -202,6 +202,26 @@ class Collection:
                 self.catalog.mark_active([c.item_id for _, c in todo])
                 self.compact()
         self.record_failures(report.failures, job_id)
+        return report
+
+    def write_bulk(self, prepared: Sequence[PreparedItem], *, job_id: int | None = None
+                   ) -> AddReport:
+        """`write` for large batches of items that carry their vectors (a Ray job's staged
+        shards): the ones new to the collection go in by one bulk load (COPY on
+        PostgreSQL; see search.collection.bulk), the others through `write`."""
+        with collection_write_lock(self.root):
+            target = self._serving()
+            if target is not self:
+                return target.write_bulk(prepared, job_id=job_id) \
+                    if target.encoder.identity == self.encoder.identity \
+                    else self.write(prepared, job_id=job_id)  # raises: model switched
+            self.sync()
+            fresh, rest = bulk.split_new(self, prepared)
+            report = self.write(rest, job_id=job_id) if rest else AddReport()
+            if fresh:
+                bulk.load_new(self, fresh)
+                report.new += len(fresh)
+                self.compact()
         return report
 
     def _serving(self) -> Collection:

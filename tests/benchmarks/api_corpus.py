@@ -20,12 +20,14 @@ import shutil
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
 
-from search.catalog.attributes import attribute_rows
+from search.catalog import loader
+from search.catalog.bulk import ITEM_COLUMNS, VECTOR_COLUMNS, load_attribute_rows
 from search.catalog.catalog import open_catalog
 from search.catalog.lexical import LexicalSettings
-from search.catalog.models import ItemAttributeRow, ItemRow, Modality, VectorRow, utcnow
+from search.catalog.models import ItemRow, Modality, VectorRow, utcnow
 from search.collection.collection import model_key
 from search.settings import Settings
 from search.vectors.store import EmbeddingStore
@@ -52,11 +54,14 @@ def bench_settings(home: Path, model: str = "house", database_url: str | None = 
 
 
 def ensure_collection(home: Path, name: str, n: int, *, seed: int = 0,
-                      model: str = "house", database_url: str | None = None) -> dict:
+                      model: str = "house", database_url: str | None = None,
+                      vectors_from: Path | None = None) -> dict:
     """Build `name` with `n` items under `home` unless the stamp says it is there.
 
     `database_url`: the catalog's database (None: SQLite under `home`); the caller keeps
-    it across runs (see `bench_database`)."""
+    it across runs (see `bench_database`). `vectors_from`: the home of a finished build of
+    the same collection on the other database; its embeddings and index versions (the
+    same vector ids) are copied instead of generated and trained again."""
     stamp = home / f"{name}.built.json"
     workspace = Workspace.open(bench_settings(home, model))
     identity = workspace.encoder().identity
@@ -72,7 +77,8 @@ def ensure_collection(home: Path, name: str, n: int, *, seed: int = 0,
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
     if database_url:
         _empty_database(database_url)
-    built = {**_build(home, name, n, seed, model, database_url), "database": database}
+    reuse = _reusable(vectors_from, name, n, identity, seed)
+    built = {**_build(home, name, n, seed, model, database_url, reuse), "database": database}
     stamp.write_text(json.dumps(built))
     return {**built, "cached": False}
 
@@ -114,8 +120,37 @@ def _empty_database(url: str) -> None:
     engine.dispose()
 
 
+def _reusable(source: Path | None, name: str, n: int, identity: str, seed: int
+              ) -> Path | None:
+    """`source`'s collection folder if it holds a finished build of the same items."""
+    stamp = source / f"{name}.built.json" if source else None
+    if stamp is None or not stamp.is_file():
+        return None
+    built = json.loads(stamp.read_text())
+    if (built.get("n"), built.get("encoder"), built.get("layout"), built.get("seed", 0)) != (
+            n, identity, LAYOUT, seed):
+        return None
+    return source / "collections" / name  # type: ignore[operator]
+
+
+def _copy_vectors(workspace: Workspace, name: str, source: Path) -> dict[str, float]:
+    """Embeddings and index versions from another build; the versions are recorded in
+    this catalog as `save()` records them."""
+    started = time.perf_counter()
+    shutil.copytree(source, workspace.settings.collection_dir(name))
+    collection = workspace.collection(name)  # loads the copied current versions
+    for modality, space in collection.spaces.items():
+        manifest = space.manifest
+        assert manifest is not None, f"{source} has no saved {modality.value} index"
+        workspace.catalog.history.record_index_version(
+            collection.info.id, version=f"{modality.value}/{manifest.version}",
+            spec=manifest.spec, vector_count=manifest.count,
+            model_identity=collection.encoder.identity)
+    return {"vectors_copied_s": time.perf_counter() - started}
+
+
 def _build(home: Path, name: str, n: int, seed: int, model: str,
-           database_url: str | None) -> dict:
+           database_url: str | None, vectors_from: Path | None = None) -> dict:
     workspace = Workspace.open(bench_settings(home, model, database_url))
     encoder = workspace.encoder()
     info = workspace.catalog.create_collection(
@@ -131,6 +166,13 @@ def _build(home: Path, name: str, n: int, seed: int, model: str,
     with workspace.catalog.engine.begin() as connection:  # planner statistics, as a
         connection.execute(text("ANALYZE"))  # long-running database would have them
     timings["lexical_s"] = time.perf_counter() - started
+    if vectors_from is not None:
+        timings.update(_copy_vectors(workspace, name, vectors_from))
+        spec = workspace.collection(name).spaces[Modality.IMAGE].index.spec
+        workspace.close()
+        return {"n": n, "encoder": encoder.identity, "spec": spec, "layout": LAYOUT,
+                "seed": seed, "vectors_from": str(vectors_from),
+                "build_s": {k: round(v, 1) for k, v in timings.items()}}
     started = time.perf_counter()
     for modality, first_id in ((Modality.IMAGE, 1), (Modality.TEXT, n + 1)):
         store_dir = (workspace.settings.collection_dir(name) / model_key(encoder.identity)
@@ -148,7 +190,7 @@ def _build(home: Path, name: str, n: int, seed: int, model: str,
     timings["index_s"] = time.perf_counter() - started
     spec = collection.spaces[Modality.IMAGE].index.spec
     workspace.close()
-    return {"n": n, "encoder": encoder.identity, "spec": spec, "layout": LAYOUT,
+    return {"n": n, "encoder": encoder.identity, "spec": spec, "layout": LAYOUT, "seed": seed,
             "build_s": {k: round(v, 1) for k, v in timings.items()}}
 
 
@@ -157,20 +199,24 @@ def _insert_rows(workspace: Workspace, collection_id: int, n: int) -> None:
 
 
 def insert_items(engine: Engine, collection_id: int, n: int, vectors: bool = True) -> None:
-    """Items 1..n, each with an image vector (id i) and a text vector (id n + i)."""
+    """Items 1..n, each with an image vector (id i) and a text vector (id n + i), in one
+    transaction by the catalog's bulk loader (COPY on PostgreSQL, executemany on SQLite)."""
     now = utcnow()
-    with engine.begin() as connection:
+    items, vector_rows = ItemRow.__table__, VectorRow.__table__
+    with Session(engine) as session, session.begin():
         for start in range(1, n + 1, CHUNK):
             ids = range(start, min(start + CHUNK, n + 1))
-            connection.execute(insert(ItemRow), [
+            attributes = {i: attributes_of(i) for i in ids}
+            loader.load_rows(session, items, (  # type: ignore[arg-type]
                 {"id": i, "collection_id": collection_id, "external_id": f"item-{i}",
-                 "text": title_of(i), "image_ref": None,
-                 "attributes": attributes_of(i), "content_hash": "", "status": "active",
-                 "created_at": now, "updated_at": now} for i in ids])
-            connection.execute(insert(ItemAttributeRow), [
-                row for i in ids for row in attribute_rows(collection_id, i, attributes_of(i))])
+                 "text": title_of(i), "image_ref": None, "attributes": attributes[i],
+                 "content_hash": "", "status": "active", "created_at": now,
+                 "updated_at": now} for i in ids), ITEM_COLUMNS)
+            load_attribute_rows(session, collection_id, attributes.items())
             for modality, offset in ((Modality.IMAGE, 0), (Modality.TEXT, n))[:2 * vectors]:
-                connection.execute(insert(VectorRow), [
+                loader.load_rows(session, vector_rows, (  # type: ignore[arg-type]
                     {"id": i + offset, "collection_id": collection_id, "item_id": i,
                      "modality": modality.value, "source": "original", "created_at": now}
-                    for i in ids])
+                    for i in ids), VECTOR_COLUMNS)
+        for table in (items, vector_rows):
+            loader.follow_explicit_ids(session, table)  # type: ignore[arg-type]

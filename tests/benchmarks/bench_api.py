@@ -20,14 +20,17 @@ over 10,000 distinct queries) with the query cache's hit rate from /metrics, and
 (`--fusion`) vector queries for `image` and `any` side by side: the fused default
 target's own cost on the worst case, image and text vectors that never agree.
 
-Reports p50/p95/p99 latency, QPS and server CPU per query, checks the goals and writes
+Reports p50/p95/p99 latency, QPS and server CPU per query (xmodal-serve and, on
+PostgreSQL, the database server: SQLite runs inside), checks the goals and writes
 JSON under tests/benchmarks/results/. Not a test; `--n 100000` gives a quicker run.
 
 Keyword and hybrid modes send shopper queries drawn from the catalogue's own words
 (`shop_corpus.shopper_queries`: "black ankle boot", a brand and a noun, a typo now and
 then; still distinct, so the text tower runs for each hybrid one). `--database postgres`
 keeps the catalog in a PostgreSQL cluster of the test harness under the build's home
-(`home/postgres`), so a rerun reuses the 1M build instead of rebuilding it.
+(`home/postgres`), so a rerun reuses the 1M build instead of rebuilding it; its first
+build loads the rows by COPY and copies the SQLite build's embeddings and index versions
+(same vector ids) when that build exists, instead of training the index again.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class Level:
     p50_ms: float
     p95_ms: float
     p99_ms: float
-    server_cpu_ms_per_query: float
+    server_cpu_ms_per_query: float  # xmodal-serve and, on PostgreSQL, the database server
     server_cores_used: float  # server CPU seconds per wall second: < cores = CPU was shared
     encode_ms: float
     ann_ms: float
@@ -245,6 +248,15 @@ def bench_database(home: Path, database: str) -> Iterator[str | None]:
         cluster.stop()
 
 
+def database_pid(home: Path) -> int | None:
+    """The running kept cluster's postmaster under `home` (None: SQLite)."""
+    pid_file = home / "postgres" / "data" / "postmaster.pid"
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, PermissionError, IndexError, ValueError):
+        return None
+
+
 def zipf_texts(count: int, seed: int, distinct: int = 10_000, s: float = 1.1) -> list[str]:
     """A skewed stream: query of rank r comes with probability proportional to r^-s."""
     weights = 1.0 / np.arange(1, distinct + 1) ** s
@@ -282,16 +294,21 @@ class Server:
     host: str
     port: int
     pid: int
+    database_pid: int | None = None  # PostgreSQL's postmaster: its backends' CPU counts too
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the server and of its database server (SQLite runs inside)."""
+        return process_tree_cpu_s(self.pid) + (
+            process_tree_cpu_s(self.database_pid) if self.database_pid else 0.0)
 
 
 def measure(server: Server, label: tuple[str, str, str], concurrency: int,
             payloads: list[bytes]) -> Level:
-    cpu_before, started = process_tree_cpu_s(server.pid), time.perf_counter()
+    cpu_before, started = server.cpu_s(), time.perf_counter()
     samples = asyncio.run(run_load(server.host, server.port, "/v1/search", payloads,
                                    concurrency))
     wall = time.perf_counter() - started
-    level = _level(label, concurrency, samples, wall, process_tree_cpu_s(server.pid) -
-                   cpu_before)
+    level = _level(label, concurrency, samples, wall, server.cpu_s() - cpu_before)
     print(f"  {label} c={concurrency}: p50 {level.p50_ms:.1f} ms, {level.qps:.1f} QPS",
           flush=True)
     return level
@@ -301,7 +318,7 @@ def measure_uploads(server: Server, option: str, uploads: list[bytes], k: int) -
     import httpx
 
     samples = []
-    cpu_before, started = process_tree_cpu_s(server.pid), time.perf_counter()
+    cpu_before, started = server.cpu_s(), time.perf_counter()
     with httpx.Client(base_url=f"http://{server.host}:{server.port}") as client:
         for data in uploads:
             began = time.perf_counter()
@@ -312,7 +329,7 @@ def measure_uploads(server: Server, option: str, uploads: list[bytes], k: int) -
             samples.append(Sample(response.status_code, time.perf_counter() - began, took))
     wall = time.perf_counter() - started
     return _level((option, "image upload", "any"), 1, samples, wall,
-                  process_tree_cpu_s(server.pid) - cpu_before)
+                  server.cpu_s() - cpu_before)
 
 
 def _level(label: tuple[str, str, str], concurrency: int, samples: list[Sample], wall: float,
@@ -483,7 +500,8 @@ def run_options(home: Path, options: list[str], args: argparse.Namespace,
     for option in options:
         with serve(home, args.workers, args.model, {**OPTIONS[option], **database}) as (
                 host, port, pid):
-            levels += run_option(option, Server(host, port, pid), args, texts)
+            levels += run_option(option, Server(host, port, pid, database_pid(home)), args,
+                                 texts)
         print(f"done: {option}", flush=True)
     return levels
 
@@ -497,12 +515,14 @@ def main() -> int:
     unknown = [option for option in options if option not in OPTIONS]
     if unknown:
         raise SystemExit(f"unknown --options {unknown}; known: {'; '.join(OPTIONS)}")
-    home = args.home or Path(tempfile.gettempdir()) / (
-        f"xmodal-bench-api-{args.model}-{args.n}"
-        + ("" if args.database == "sqlite" else f"-{args.database}"))
+    sqlite_home = Path(tempfile.gettempdir()) / f"xmodal-bench-api-{args.model}-{args.n}"
+    home = args.home or (sqlite_home if args.database == "sqlite"
+                         else sqlite_home.with_name(f"{sqlite_home.name}-{args.database}"))
     with bench_database(home, args.database) as database_url:
+        # a PostgreSQL build copies the SQLite build's vectors and index when it has them
         build = ensure_collection(home, COLLECTION, args.n, seed=args.seed, model=args.model,
-                                  database_url=database_url)
+                                  database_url=database_url,
+                                  vectors_from=None if home == sqlite_home else sqlite_home)
         print(f"collection: {json.dumps(build)}", flush=True)
         load_at_start = os.getloadavg()  # other work on the machine shares its cores
         levels = run_options(home, options, args, database_url)
