@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,18 +78,25 @@ def _typed_row(collection_id: int, item_id: int, key: str, value: Any
     return row
 
 
+_attributes = ItemAttributeRow.__table__  # Core: the write path needs no ORM objects
+_collections = CollectionRow.__table__
+
+
 def reindex_attributes(session: Session, collection_id: int,
-                       items: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
-    """Replace the attribute rows of these (item_id, attributes) in this transaction."""
+                       items: Iterable[tuple[int, Mapping[str, Any]]],
+                       fresh: Collection[int] = ()) -> None:
+    """Replace the attribute rows of these (item_id, attributes) in this transaction
+    (`fresh`: ids of items inserted in it, which have no rows to delete)."""
     items = list(items)
     for start in range(0, len(items), 500):
         chunk = items[start : start + 500]
-        session.execute(delete(ItemAttributeRow).where(
-            ItemAttributeRow.item_id.in_([item_id for item_id, _ in chunk])))
+        stale = [item_id for item_id, _ in chunk if item_id not in fresh]
+        if stale:
+            session.execute(delete(_attributes).where(_attributes.c.item_id.in_(stale)))
         rows = [r for item_id, attrs in chunk
                 for r in attribute_rows(collection_id, item_id, attrs or {})]
         if rows:
-            session.execute(insert(ItemAttributeRow), rows)
+            session.execute(insert(_attributes), rows)
 
 
 def unknown_keys(session: Session, collection_id: int, names: Sequence[str]) -> list[str]:
@@ -114,8 +121,8 @@ def _has_key(session: Session, name: str) -> ColumnElement[bool]:
 
 
 def bump_write_version(session: Session, collection_id: int) -> None:
-    session.execute(update(CollectionRow).where(CollectionRow.id == collection_id)
-                    .values(write_version=CollectionRow.write_version + 1))
+    session.execute(update(_collections).where(_collections.c.id == collection_id)
+                    .values(write_version=_collections.c.write_version + 1))
 
 
 def write_version(session: Session, collection_id: int) -> int:
