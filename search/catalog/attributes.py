@@ -121,6 +121,11 @@ def _has_key(session: Session, name: str) -> ColumnElement[bool]:
 
 
 def bump_write_version(session: Session, collection_id: int) -> None:
+    """Once per transaction and collection: readers see its changes at commit, together."""
+    bumped = session.info.setdefault("bumped_write_versions", set())
+    if collection_id in bumped:
+        return
+    bumped.add(collection_id)
     session.execute(update(_collections).where(_collections.c.id == collection_id)
                     .values(write_version=_collections.c.write_version + 1))
 

@@ -3,7 +3,7 @@ allowed-id sets filters select (cached until the collection's next write)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,14 +36,16 @@ class VectorInfo:
 class VectorRows(Transactional):
     id_sets: IdSetCache
 
-    def replace_vectors(self, collection_id: int, entries: Sequence[tuple[int, str, str]]
-                        ) -> tuple[list[int], list[int]]:
+    def replace_vectors(self, collection_id: int, entries: Sequence[tuple[int, str, str]],
+                        *, fresh: Container[int] = ()) -> tuple[list[int], list[int]]:
         """Give each (item_id, modality, source) a fresh vector id, dropping the old one.
+        `fresh`: items inserted in this transaction (they have no old vectors to look up).
 
         Returns (new ids in entry order, replaced old ids)."""
         by_kind: dict[tuple[str, str], list[int]] = {}
         for item_id, modality, source in entries:
-            by_kind.setdefault((modality, source), []).append(item_id)
+            if item_id not in fresh:
+                by_kind.setdefault((modality, source), []).append(item_id)
         with self.session() as s:
             old: list[int] = []  # one query per chunk, not per item: bulk loads stay linear
             for (modality, source), item_ids in by_kind.items():

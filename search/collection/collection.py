@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from search.collection.preparing import (
     embed_prepared,
     prepare_items,
 )
+from search.collection.updates import SpaceUpdate, in_parallel
 from search.errors import IndexError_
 from search.lifecycle import StoragePolicy
 from search.media import MediaStore
@@ -92,15 +94,6 @@ class GeneratedImage:
     model: str
     prompt: str
     seed: int
-
-
-@dataclass(frozen=True)
-class _SpaceUpdate:
-    """What one write does to one space's embedding log: a single operation."""
-
-    removed: list[int]  # vector ids leaving the space
-    ids: list[int]  # new vector ids
-    vectors: np.ndarray  # float32 [len(ids), dim]
 
 
 def _sort_changes(prepared: Sequence[PreparedItem], changes: Sequence[ItemChange]
@@ -220,8 +213,7 @@ class Collection:
             # Then the embedding log, one operation per space (its fsyncs): only after the
             # commit, so its vector ids are never handed out again, and a write killed from
             # here on leaves its items `pending`, which repair (`reconcile`) rolls back.
-            for modality, update in updates.items():
-                self.spaces[modality].replace(update.removed, update.ids, update.vectors)
+            self._apply(updates)
             if todo:
                 self.catalog.mark_active([c.item_id for _, c in todo])  # commit 2
                 self.compact()
@@ -242,41 +234,49 @@ class Collection:
                                          [(f.external_id, f.stage, f.reason) for f in failures])
 
     def _stage_vectors(self, todo: list[tuple[PreparedItem, ItemChange]]
-                       ) -> dict[Modality, _SpaceUpdate]:
+                       ) -> dict[Modality, SpaceUpdate]:
         """Give the changed items' embeddings fresh vector rows (in the caller's
         transaction) and say what each space's log must drop and store."""
         if not todo:
             return {}
         embed_prepared(self.encoder, [p for p, _ in todo])  # what changed since the check
         pairs = [(p, c.item_id) for p, c in todo]
+        fresh = {c.item_id for _, c in todo if c.state is ItemState.NEW}  # no vectors yet
         with_text = [(p, i) for p, i in pairs if p.text_vector is not None]
         with_image = [(p, i) for p, i in pairs if p.image_vector is not None]
-        image_ids = [i for _, i in with_image]
+        image_ids = [i for _, i in with_image if i not in fresh]
         if image_ids:
             self.catalog.delete_generations(image_ids)  # a real image wins
         return {
             Modality.TEXT: self._stage(
-                Modality.TEXT, [i for p, i in pairs if p.text_vector is None], [],
-                with_text, lambda p: p.text_vector),
+                Modality.TEXT, [i for p, i in pairs if p.text_vector is None and i not in fresh],
+                [], with_text, lambda p: p.text_vector, fresh),
             Modality.IMAGE: self._stage(
-                Modality.IMAGE, [i for p, i in pairs if p.image_vector is None], image_ids,
-                with_image, lambda p: p.image_vector),
+                Modality.IMAGE,
+                [i for p, i in pairs if p.image_vector is None and i not in fresh], image_ids,
+                with_image, lambda p: p.image_vector, fresh),
         }
 
     def _stage(self, modality: Modality, without: list[int], generated: list[int],
                kept: list[tuple[PreparedItem, int]],
-               vector_of: Callable[[PreparedItem], np.ndarray | None]) -> _SpaceUpdate:
+               vector_of: Callable[[PreparedItem], np.ndarray | None],
+               fresh: set[int]) -> SpaceUpdate:
         """One space's share: original vectors of items that lost this modality and
         generated ones of items that now have a real image go; kept ones get new ids."""
         removed = self.catalog.remove_vectors(without, modality.value, Source.ORIGINAL.value)
         removed += self.catalog.remove_vectors(generated, modality.value,
                                                Source.GENERATED.value)
         if not kept:
-            return _SpaceUpdate(removed, [], np.zeros((0, self.info.dim), np.float32))
+            return SpaceUpdate(removed, [], np.zeros((0, self.info.dim), np.float32))
         new_ids, old_ids = self.catalog.replace_vectors(
-            self.info.id, [(i, modality.value, Source.ORIGINAL.value) for _, i in kept])
+            self.info.id, [(i, modality.value, Source.ORIGINAL.value) for _, i in kept],
+            fresh=fresh)
         vectors = np.stack([vector_of(p) for p, _ in kept]).astype(np.float32, copy=False)
-        return _SpaceUpdate(removed + old_ids, new_ids, vectors)
+        return SpaceUpdate(removed + old_ids, new_ids, vectors)
+
+    def _apply(self, updates: dict[Modality, SpaceUpdate]) -> None:
+        in_parallel([partial(self.spaces[m].replace, u.removed, u.ids, u.vectors)
+                     for m, u in updates.items() if u.ids or u.removed])
 
     def _replace(self, modality: Modality, item_ids: list[int], vectors: np.ndarray | None,
                  source: Source = Source.ORIGINAL) -> None:
@@ -317,8 +317,8 @@ class Collection:
                 return target.delete_items(external_ids)
             self.sync()
             removed = self.catalog.delete_items(self.info.id, external_ids)
-            for modality, ids in removed.items():
-                self.spaces[Modality(modality)].remove(ids)
+            in_parallel([partial(self.spaces[Modality(m)].remove, ids)
+                         for m, ids in removed.items() if ids])
             self.compact()
         return sum(len(ids) for ids in removed.values())
 
