@@ -232,7 +232,6 @@ class ItemRows(Transactional):
                                   .where(ItemRow.collection_id == collection_id)))
 
 
-
 def _stored_items(session: Session, collection_id: int, external_ids: list[str]
                   ) -> dict[str, _Stored]:
     found: dict[str, _Stored] = {}
