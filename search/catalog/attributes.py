@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from search.catalog.models import CollectionRow, ItemAttributeRow, ItemRow
+from search.catalog.transactions import core_table
 from search.filters import Filter
 
 MAX_TEXT_VALUE = 1024  # longer strings are not indexed, so no filter matches them
@@ -78,8 +79,8 @@ def _typed_row(collection_id: int, item_id: int, key: str, value: Any
     return row
 
 
-_attributes = ItemAttributeRow.__table__  # Core: the write path needs no ORM objects
-_collections = CollectionRow.__table__
+_attributes = core_table(ItemAttributeRow)  # Core: the write path needs no ORM objects
+_collections = core_table(CollectionRow)
 
 
 def reindex_attributes(session: Session, collection_id: int,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select
 
 from search.catalog.models import GenerationRow, ItemRow
-from search.catalog.transactions import Transactional, chunks
+from search.catalog.transactions import Transactional, chunks, core_table
 
 
 class GenerationRows(Transactional):
@@ -35,7 +35,7 @@ class GenerationRows(Transactional):
                                 image_ref=image_ref))
 
     def delete_generations(self, item_ids: Sequence[int]) -> None:
-        table = GenerationRow.__table__  # Core: it runs on every write of an image
+        table = core_table(GenerationRow)  # Core: it runs on every write of an image
         with self.session() as s:
             for chunk in chunks([int(i) for i in item_ids]):
                 s.execute(delete(table).where(table.c.item_id.in_(chunk)))

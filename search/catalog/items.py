@@ -22,7 +22,7 @@ from search.catalog.models import (
     VectorRow,
 )
 from search.catalog.records import Generation, ItemDetail, StoredItem, VectorRef
-from search.catalog.transactions import Transactional, chunks
+from search.catalog.transactions import Transactional, chunks, core_table
 from search.errors import UnknownItemError
 
 
@@ -48,8 +48,8 @@ class ItemChange:
     state: ItemState
 
 
-_items = ItemRow.__table__  # Core statements on the write path: no ORM unit of work
-_generations, _vector_table = GenerationRow.__table__, VectorRow.__table__
+_items = core_table(ItemRow)  # Core statements on the write path: no ORM unit of work
+_generations, _vector_table = core_table(GenerationRow), core_table(VectorRow)
 _DETAIL = (_items.c.id, _items.c.external_id, _items.c.text, _items.c.image_ref,
            _items.c.attributes, _items.c.status, _items.c.content_hash, _items.c.created_at,
            _items.c.updated_at)

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from search.catalog.models import LexicalIdentifierRow, LexicalWordRow
+from search.catalog.transactions import core_table
 
 FTS_TABLE = "lexical_fts"  # SQLite; rowid = items.id
 PG_TABLE = "lexical_docs"  # PostgreSQL; item_id = items.id
@@ -156,7 +157,7 @@ def write_documents(session: Session, collection_id: int, docs: Sequence[Documen
     identifiers = [{"collection_id": collection_id, "value": v[:512], "item_id": d.item_id}
                    for d in docs for v in d.identifiers]
     if identifiers:
-        session.execute(insert(LexicalIdentifierRow.__table__), identifiers)
+        session.execute(insert(core_table(LexicalIdentifierRow)), identifiers)
     vocabulary = {w for d in docs for w in words(f"{d.text} {d.attributes}") if len(w) <= 64}
     _add_words(session, collection_id, vocabulary, dialect)
 
@@ -171,7 +172,7 @@ def _add_words(session: Session, collection_id: int, vocabulary: set[str],
     session.execute(_INSERT_WORD[dialect == "postgresql"], rows)
 
 
-_words, _identifiers = LexicalWordRow.__table__, LexicalIdentifierRow.__table__
+_words, _identifiers = core_table(LexicalWordRow), core_table(LexicalIdentifierRow)
 _INSERT_WORD = (sqlite_insert(_words).on_conflict_do_nothing(),
                 pg_insert(_words).on_conflict_do_nothing())
 

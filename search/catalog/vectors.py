@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from search.catalog.attributes import IdSetCache, bump_write_version, id_set_key, write_version
 from search.catalog.filter_sql import filter_clause
 from search.catalog.models import GenerationRow, ItemRow, VectorRow
-from search.catalog.transactions import Transactional, chunks
+from search.catalog.transactions import Transactional, chunks, core_table
 from search.filters import Filter
 
 
@@ -138,7 +138,7 @@ class VectorRows(Transactional):
 
 
 
-_vectors = VectorRow.__table__  # Core statements on the write path: no ORM unit of work
+_vectors = core_table(VectorRow)  # Core statements on the write path: no ORM unit of work
 
 
 def _vector_ids_of(session: Session, item_ids: Sequence[int], modality: str, source: str

@@ -267,16 +267,18 @@ class Collection:
         removed += self.catalog.remove_vectors(generated, modality.value,
                                                Source.GENERATED.value)
         if not kept:
-            return SpaceUpdate(removed, [], np.zeros((0, self.info.dim), np.float32))
+            return SpaceUpdate(removed, np.empty(0, np.int64),
+                               np.zeros((0, self.info.dim), np.float32))
         new_ids, old_ids = self.catalog.replace_vectors(
             self.info.id, [(i, modality.value, Source.ORIGINAL.value) for _, i in kept],
             fresh=fresh)
-        vectors = np.stack([vector_of(p) for p, _ in kept]).astype(np.float32, copy=False)
-        return SpaceUpdate(removed + old_ids, new_ids, vectors)
+        vectors = [v for v in (vector_of(p) for p, _ in kept) if v is not None]  # all are
+        return SpaceUpdate(removed + old_ids, np.asarray(new_ids, dtype=np.int64),
+                           np.stack(vectors).astype(np.float32, copy=False))
 
     def _apply(self, updates: dict[Modality, SpaceUpdate]) -> None:
         in_parallel([partial(self.spaces[m].replace, u.removed, u.ids, u.vectors)
-                     for m, u in updates.items() if u.ids or u.removed])
+                     for m, u in updates.items() if len(u.ids) or u.removed])
 
     def _replace(self, modality: Modality, item_ids: list[int], vectors: np.ndarray | None,
                  source: Source = Source.ORIGINAL) -> None:

@@ -20,7 +20,7 @@ class SpaceUpdate:
     """What one write does to one space's embedding log: a single operation."""
 
     removed: list[int]  # vector ids leaving the space
-    ids: list[int]  # new vector ids
+    ids: np.ndarray  # int64 [n]: new vector ids
     vectors: np.ndarray  # float32 [len(ids), dim]
 
 
