@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from search.catalog.filter_sql import allowed_items
 from search.catalog.models import CollectionRow, ItemAttributeRow, ItemRow
+from search.catalog.transactions import core_table
 from search.filters import Filter
 
 MAX_TEXT_VALUE = 1024  # longer strings are not indexed, so no filter matches them
@@ -81,18 +82,25 @@ def _typed_row(collection_id: int, item_id: int, key: str, value: Any
     return row
 
 
+_attributes = core_table(ItemAttributeRow)  # Core: the write path needs no ORM objects
+_collections = core_table(CollectionRow)
+
+
 def reindex_attributes(session: Session, collection_id: int,
-                       items: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
-    """Replace the attribute rows of these (item_id, attributes) in this transaction."""
+                       items: Iterable[tuple[int, Mapping[str, Any]]],
+                       fresh: Collection[int] = ()) -> None:
+    """Replace the attribute rows of these (item_id, attributes) in this transaction
+    (`fresh`: ids of items inserted in it, which have no rows to delete)."""
     items = list(items)
     for start in range(0, len(items), 500):
         chunk = items[start : start + 500]
-        session.execute(delete(ItemAttributeRow).where(
-            ItemAttributeRow.item_id.in_([item_id for item_id, _ in chunk])))
+        stale = [item_id for item_id, _ in chunk if item_id not in fresh]
+        if stale:
+            session.execute(delete(_attributes).where(_attributes.c.item_id.in_(stale)))
         rows = [r for item_id, attrs in chunk
                 for r in attribute_rows(collection_id, item_id, attrs or {})]
         if rows:
-            session.execute(insert(ItemAttributeRow), rows)
+            session.execute(insert(_attributes), rows)
 
 
 def unknown_keys(session: Session, collection_id: int, names: Sequence[str]) -> list[str]:
@@ -117,8 +125,13 @@ def _has_key(session: Session, name: str) -> ColumnElement[bool]:
 
 
 def bump_write_version(session: Session, collection_id: int) -> None:
-    session.execute(update(CollectionRow).where(CollectionRow.id == collection_id)
-                    .values(write_version=CollectionRow.write_version + 1))
+    """Once per transaction and collection: readers see its changes at commit, together."""
+    bumped = session.info.setdefault("bumped_write_versions", set())
+    if collection_id in bumped:
+        return
+    bumped.add(collection_id)
+    session.execute(update(_collections).where(_collections.c.id == collection_id)
+                    .values(write_version=_collections.c.write_version + 1))
 
 
 def write_version(session: Session, collection_id: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ class Catalog(ItemRows, VectorRows, GenerationRows, BulkRows):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._open = threading.local()  # the transaction() this thread is inside, if any
         self.history = CatalogHistory(self.session)
         self.id_sets = IdSetCache()
         self.keyword = KeywordIndex(self.session, engine.dialect.name, self.id_sets)
@@ -111,7 +113,33 @@ class Catalog(ItemRows, VectorRows, GenerationRows, BulkRows):
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on any error. A lost or
-        refused connection is a typed `CatalogUnavailableError` (a 503, not a 500)."""
+        refused connection is a typed `CatalogUnavailableError` (a 503, not a 500).
+        Inside `transaction()` on this thread, it is that transaction's session."""
+        joined = getattr(self._open, "session", None)
+        if joined is not None:
+            yield joined
+            return
+        with self._begin() as session:
+            yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Group row-group calls into one transaction, committed once at the end: every
+        `session()` opened inside it on this thread joins it (a write's item rows,
+        lexical entries, attribute rows and vector rows are one commit, not four)."""
+        if getattr(self._open, "session", None) is not None:
+            with self.session() as session:  # already inside one: join it
+                yield session
+            return
+        with self._begin() as session:
+            self._open.session = session
+            try:
+                yield session
+            finally:
+                self._open.session = None
+
+    @contextmanager
+    def _begin(self) -> Iterator[Session]:
         try:
             with self._sessions() as session, session.begin():
                 yield session

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select
 
 from search.catalog.models import GenerationRow, ItemRow
-from search.catalog.records import Generation
-from search.catalog.transactions import Transactional, chunks
+from search.catalog.transactions import Transactional, chunks, core_table
 
 
 class GenerationRows(Transactional):
@@ -36,15 +35,8 @@ class GenerationRows(Transactional):
                                 image_ref=image_ref))
 
     def delete_generations(self, item_ids: Sequence[int]) -> None:
+        table = core_table(GenerationRow)  # Core: it runs on every write of an image
         with self.session() as s:
-            for chunk in chunks(list(item_ids)):
-                s.execute(delete(GenerationRow).where(GenerationRow.item_id.in_(chunk)))
-
-
-def stored_generation(row: GenerationRow | None) -> Generation | None:
-    if row is None:
-        return None
-    return Generation(row.generator, row.model, row.prompt, row.seed, row.image_ref,
-                      row.created_at)
-
+            for chunk in chunks([int(i) for i in item_ids]):
+                s.execute(delete(table).where(table.c.item_id.in_(chunk)))
 

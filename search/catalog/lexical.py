@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from search.catalog import loader
 from search.catalog.models import LexicalIdentifierRow, LexicalWordRow
+from search.catalog.transactions import core_table
 
 FTS_TABLE = "lexical_fts"  # SQLite; rowid = items.id
 PG_TABLE = "lexical_docs"  # PostgreSQL; item_id = items.id
@@ -133,12 +134,14 @@ def one_edit(word: str) -> set[str]:
 
 
 # -- writing ----------------------------------------------------------------------
-def write_documents(session: Session, collection_id: int, docs: Sequence[Document]) -> None:
-    """Replace these items' entries (same transaction as the item rows)."""
+def write_documents(session: Session, collection_id: int, docs: Sequence[Document],
+                    fresh: Collection[int] = ()) -> None:
+    """Replace these items' entries (same transaction as the item rows). `fresh`: ids of
+    items inserted in this transaction, which have no entries to delete yet."""
     if not docs:
         return
-    ids = [d.item_id for d in docs]
-    delete_documents(session, ids)
+    fresh = set(fresh)
+    delete_documents(session, [d.item_id for d in docs if d.item_id not in fresh])
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         session.execute(text(
@@ -154,7 +157,7 @@ def write_documents(session: Session, collection_id: int, docs: Sequence[Documen
              for d in docs])
     identifiers = _identifier_rows(collection_id, docs)
     if identifiers:
-        session.execute(insert(LexicalIdentifierRow), identifiers)
+        session.execute(insert(core_table(LexicalIdentifierRow)), identifiers)
     _add_words(session, collection_id, _vocabulary(docs), dialect)
 
 
@@ -209,15 +212,19 @@ def _add_words(session: Session, collection_id: int, vocabulary: set[str],
     if not vocabulary:
         return
     rows = [{"collection_id": collection_id, "word": w} for w in sorted(vocabulary)]
-    for start in range(0, len(rows), 2000):
-        chunk = rows[start:start + 2000]
-        statement = (pg_insert(LexicalWordRow).values(chunk).on_conflict_do_nothing()
-                     if dialect == "postgresql" else
-                     sqlite_insert(LexicalWordRow).values(chunk).on_conflict_do_nothing())
-        session.execute(statement)
+    # one cached statement, executed many: a multi-row VALUES of a new length each time
+    # was compiled afresh on every write
+    session.execute(_INSERT_WORD[dialect == "postgresql"], rows)
+
+
+_words, _identifiers = core_table(LexicalWordRow), core_table(LexicalIdentifierRow)
+_INSERT_WORD = (sqlite_insert(_words).on_conflict_do_nothing(),
+                pg_insert(_words).on_conflict_do_nothing())
 
 
 def delete_documents(session: Session, item_ids: Sequence[int]) -> None:
+    if not item_ids:
+        return
     dialect = session.get_bind().dialect.name
     for start in range(0, len(item_ids), 5000):
         chunk = [int(i) for i in item_ids[start:start + 5000]]
@@ -227,8 +234,7 @@ def delete_documents(session: Session, item_ids: Sequence[int]) -> None:
         else:
             marks = ",".join(str(i) for i in chunk)  # integers only: safe to inline
             session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({marks})"))
-        session.execute(delete(LexicalIdentifierRow)
-                        .where(LexicalIdentifierRow.item_id.in_(chunk)))
+        session.execute(delete(_identifiers).where(_identifiers.c.item_id.in_(chunk)))
 
 
 def delete_collection(session: Session, collection_id: int) -> None:
@@ -295,14 +301,16 @@ def _json_value(value: Any) -> Any:
 
 
 def index_items(session: Session, collection_id: int,
-                items: Sequence[tuple[int, str | None, dict[str, Any] | None]]) -> None:
-    """(Re)write the entries of `(item_id, text, attributes)` with the collection's settings."""
+                items: Sequence[tuple[int, str | None, dict[str, Any] | None]],
+                fresh: Collection[int] = ()) -> None:
+    """(Re)write the entries of `(item_id, text, attributes)` with the collection's settings
+    (`fresh`: ids inserted in this transaction, with no entries yet)."""
     if not items:
         return
     settings = collection_settings(session, collection_id)
     write_documents(session, collection_id, [
         document(item_id, item_text, attributes, settings)
-        for item_id, item_text, attributes in items])
+        for item_id, item_text, attributes in items], fresh)
 
 
 def reindex_collection(session: Session, collection_id: int, batch: int = 5000) -> int:

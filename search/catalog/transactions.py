@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from typing import Any, cast
 
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 # Bound SQL IN-lists: SQLite allows 32k host parameters, PostgreSQL 65k.
@@ -21,3 +23,8 @@ class Transactional:
 
     def session(self) -> AbstractContextManager[Session]:
         raise NotImplementedError
+
+
+def core_table(model: Any) -> Table:
+    """A table model's Core table: hot-path statements on it skip the ORM's unit of work."""
+    return cast(Table, model.__table__)

@@ -3,17 +3,18 @@ allowed-id sets filters select (cached until the collection's next write)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, func, insert, select
+from sqlalchemy.orm import Session
 
 from search.catalog.attributes import IdSetCache, bump_write_version, id_set_key, write_version
 from search.catalog.filter_sql import filter_clause
 from search.catalog.models import GenerationRow, ItemRow, VectorRow
-from search.catalog.transactions import Transactional, chunks
+from search.catalog.transactions import Transactional, chunks, core_table
 from search.filters import Filter
 
 
@@ -35,39 +36,32 @@ class VectorInfo:
 class VectorRows(Transactional):
     id_sets: IdSetCache
 
-    def replace_vectors(self, collection_id: int, entries: Sequence[tuple[int, str, str]]
-                        ) -> tuple[list[int], list[int]]:
+    def replace_vectors(self, collection_id: int, entries: Sequence[tuple[int, str, str]],
+                        *, fresh: Container[int] = ()) -> tuple[list[int], list[int]]:
         """Give each (item_id, modality, source) a fresh vector id, dropping the old one.
+        `fresh`: items inserted in this transaction (they have no old vectors to look up).
 
         Returns (new ids in entry order, replaced old ids)."""
         by_kind: dict[tuple[str, str], list[int]] = {}
         for item_id, modality, source in entries:
-            by_kind.setdefault((modality, source), []).append(item_id)
+            if item_id not in fresh:
+                by_kind.setdefault((modality, source), []).append(item_id)
         with self.session() as s:
             old: list[int] = []  # one query per chunk, not per item: bulk loads stay linear
             for (modality, source), item_ids in by_kind.items():
-                for chunk in chunks(item_ids):
-                    old += s.scalars(select(VectorRow.id).where(
-                        VectorRow.item_id.in_(chunk), VectorRow.modality == modality,
-                        VectorRow.source == source)).all()
-            for chunk in chunks(old):
-                s.execute(delete(VectorRow).where(VectorRow.id.in_(chunk)))
-            rows = [VectorRow(collection_id=collection_id, item_id=i, modality=m, source=src)
-                    for i, m, src in entries]
-            s.add_all(rows)
-            s.flush()
+                old += _vector_ids_of(s, item_ids, modality, source)
+            _delete_vectors(s, old)
+            rows = s.execute(
+                insert(_vectors).returning(_vectors.c.id, sort_by_parameter_order=True),
+                [{"collection_id": collection_id, "item_id": i, "modality": m, "source": src}
+                 for i, m, src in entries]).scalars().all() if entries else []
             bump_write_version(s, collection_id)  # new ids: cached allowed sets are stale
-            return [r.id for r in rows], old
+            return list(rows), old
 
     def remove_vectors(self, item_ids: Sequence[int], modality: str, source: str) -> list[int]:
         with self.session() as s:
-            ids = []
-            for chunk in chunks(list(item_ids)):
-                ids += s.scalars(select(VectorRow.id).where(
-                    VectorRow.item_id.in_(chunk), VectorRow.modality == modality,
-                    VectorRow.source == source)).all()
-            for chunk in chunks(ids):
-                s.execute(delete(VectorRow).where(VectorRow.id.in_(chunk)))
+            ids = _vector_ids_of(s, item_ids, modality, source)
+            _delete_vectors(s, ids)
             return ids
 
     def vector_ids(self, collection_id: int, *, modalities: Sequence[str] | None = None,
@@ -142,3 +136,21 @@ class VectorRows(Transactional):
         return infos
 
 
+
+
+_vectors = core_table(VectorRow)  # Core statements on the write path: no ORM unit of work
+
+
+def _vector_ids_of(session: Session, item_ids: Sequence[int], modality: str, source: str
+                   ) -> list[int]:
+    ids: list[int] = []
+    for chunk in chunks([int(i) for i in item_ids]):
+        ids += session.scalars(select(_vectors.c.id).where(
+            _vectors.c.item_id.in_(chunk), _vectors.c.modality == modality,
+            _vectors.c.source == source)).all()
+    return ids
+
+
+def _delete_vectors(session: Session, vector_ids: Sequence[int]) -> None:
+    for chunk in chunks(vector_ids):
+        session.execute(delete(_vectors).where(_vectors.c.id.in_(chunk)))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 from sqlalchemy import delete, select
 
 from search.catalog.catalog import Catalog, CollectionInfo
-from search.catalog.items import ItemInput, ItemState
+from search.catalog.items import ItemChange, ItemInput, ItemState
 from search.catalog.lexical import DEFAULT_IDENTIFIERS, LexicalSettings
 from search.catalog.models import ItemRow, Modality, Source, VectorRow
 from search.collection import bulk, search_fields
@@ -27,6 +28,7 @@ from search.collection.preparing import (
     embed_prepared,
     prepare_items,
 )
+from search.collection.updates import SpaceUpdate, in_parallel
 from search.errors import IndexError_
 from search.lifecycle import StoragePolicy
 from search.media import MediaStore
@@ -92,6 +94,23 @@ class GeneratedImage:
     model: str
     prompt: str
     seed: int
+
+
+def _sort_changes(prepared: Sequence[PreparedItem], changes: Sequence[ItemChange]
+                  ) -> tuple[AddReport, list[tuple[PreparedItem, ItemChange]]]:
+    """Count each item's state; the new and changed ones are to be (re)embedded."""
+    report = AddReport()
+    todo = []
+    for p, change in zip(prepared, changes, strict=True):
+        if change.state is not ItemState.UNCHANGED and p.skipped_decode:
+            # changed between our hash check and the write: redo on the next run
+            report.failures.append(ItemFailure(p.external_id, "write",
+                                               "item changed during the run"))
+            continue
+        setattr(report, change.state.value, getattr(report, change.state.value) + 1)
+        if change.state is not ItemState.UNCHANGED:
+            todo.append((p, change))
+    return report, todo
 
 
 def model_key(identity: str) -> str:
@@ -183,23 +202,20 @@ class Collection:
                                       "during the write; retry it")
                 return target.write(prepared, job_id=job_id)
             self.sync()
-            changes = self.catalog.upsert_items(self.info.id, [
-                ItemInput(p.external_id, p.text, p.image_ref, p.attributes, p.content_hash)
-                for p in prepared])
-            report = AddReport()
-            todo = []
-            for p, change in zip(prepared, changes, strict=True):
-                if change.state is not ItemState.UNCHANGED and p.skipped_decode:
-                    # changed between our hash check and the write: redo on the next run
-                    report.failures.append(ItemFailure(p.external_id, "write",
-                                                       "item changed during the run"))
-                    continue
-                setattr(report, change.state.value, getattr(report, change.state.value) + 1)
-                if change.state is not ItemState.UNCHANGED:
-                    todo.append((p, change))
+            # Commit 1: item rows (changed ones `pending`), lexical and attribute entries,
+            # and the vector rows, in one transaction.
+            with self.catalog.transaction():
+                changes = self.catalog.upsert_items(self.info.id, [
+                    ItemInput(p.external_id, p.text, p.image_ref, p.attributes,
+                              p.content_hash) for p in prepared])
+                report, todo = _sort_changes(prepared, changes)
+                updates = self._stage_vectors(todo)
+            # Then the embedding log, one operation per space (its fsyncs): only after the
+            # commit, so its vector ids are never handed out again, and a write killed from
+            # here on leaves its items `pending`, which repair (`reconcile`) rolls back.
+            self._apply(updates)
             if todo:
-                self._embed([p for p, _ in todo], [c.item_id for _, c in todo])
-                self.catalog.mark_active([c.item_id for _, c in todo])
+                self.catalog.mark_active([c.item_id for _, c in todo])  # commit 2
                 self.compact()
         self.record_failures(report.failures, job_id)
         return report
@@ -237,21 +253,52 @@ class Collection:
             self.catalog.history.record_failures(self.info.id, job_id,
                                          [(f.external_id, f.stage, f.reason) for f in failures])
 
-    def _embed(self, todo: list[PreparedItem], item_ids: list[int]) -> None:
-        embed_prepared(self.encoder, todo)
-        pairs = list(zip(todo, item_ids, strict=True))
+    def _stage_vectors(self, todo: list[tuple[PreparedItem, ItemChange]]
+                       ) -> dict[Modality, SpaceUpdate]:
+        """Give the changed items' embeddings fresh vector rows (in the caller's
+        transaction) and say what each space's log must drop and store."""
+        if not todo:
+            return {}
+        embed_prepared(self.encoder, [p for p, _ in todo])  # what changed since the check
+        pairs = [(p, c.item_id) for p, c in todo]
+        fresh = {c.item_id for _, c in todo if c.state is ItemState.NEW}  # no vectors yet
         with_text = [(p, i) for p, i in pairs if p.text_vector is not None]
         with_image = [(p, i) for p, i in pairs if p.image_vector is not None]
-        # Old vectors leave the spaces before new ones arrive: ids are never reused.
-        self._drop(Modality.TEXT, [i for p, i in pairs if p.text_vector is None])
-        self._drop(Modality.IMAGE, [i for p, i in pairs if p.image_vector is None])
-        self._drop(Modality.IMAGE, [i for _, i in with_image], Source.GENERATED)  # real wins
-        if with_image:
-            self.catalog.delete_generations([i for _, i in with_image])
-        self._replace(Modality.TEXT, [i for _, i in with_text],
-                      np.stack([p.text_vector for p, _ in with_text]) if with_text else None)
-        self._replace(Modality.IMAGE, [i for _, i in with_image],
-                      np.stack([p.image_vector for p, _ in with_image]) if with_image else None)
+        image_ids = [i for _, i in with_image if i not in fresh]
+        if image_ids:
+            self.catalog.delete_generations(image_ids)  # a real image wins
+        return {
+            Modality.TEXT: self._stage(
+                Modality.TEXT, [i for p, i in pairs if p.text_vector is None and i not in fresh],
+                [], with_text, lambda p: p.text_vector, fresh),
+            Modality.IMAGE: self._stage(
+                Modality.IMAGE,
+                [i for p, i in pairs if p.image_vector is None and i not in fresh], image_ids,
+                with_image, lambda p: p.image_vector, fresh),
+        }
+
+    def _stage(self, modality: Modality, without: list[int], generated: list[int],
+               kept: list[tuple[PreparedItem, int]],
+               vector_of: Callable[[PreparedItem], np.ndarray | None],
+               fresh: set[int]) -> SpaceUpdate:
+        """One space's share: original vectors of items that lost this modality and
+        generated ones of items that now have a real image go; kept ones get new ids."""
+        removed = self.catalog.remove_vectors(without, modality.value, Source.ORIGINAL.value)
+        removed += self.catalog.remove_vectors(generated, modality.value,
+                                               Source.GENERATED.value)
+        if not kept:
+            return SpaceUpdate(removed, np.empty(0, np.int64),
+                               np.zeros((0, self.info.dim), np.float32))
+        new_ids, old_ids = self.catalog.replace_vectors(
+            self.info.id, [(i, modality.value, Source.ORIGINAL.value) for _, i in kept],
+            fresh=fresh)
+        vectors = [v for v in (vector_of(p) for p, _ in kept) if v is not None]  # all are
+        return SpaceUpdate(removed + old_ids, np.asarray(new_ids, dtype=np.int64),
+                           np.stack(vectors).astype(np.float32, copy=False))
+
+    def _apply(self, updates: dict[Modality, SpaceUpdate]) -> None:
+        in_parallel([partial(self.spaces[m].replace, u.removed, u.ids, u.vectors)
+                     for m, u in updates.items() if len(u.ids) or u.removed])
 
     def _replace(self, modality: Modality, item_ids: list[int], vectors: np.ndarray | None,
                  source: Source = Source.ORIGINAL) -> None:
@@ -292,8 +339,8 @@ class Collection:
                 return target.delete_items(external_ids)
             self.sync()
             removed = self.catalog.delete_items(self.info.id, external_ids)
-            for modality, ids in removed.items():
-                self.spaces[Modality(modality)].remove(ids)
+            in_parallel([partial(self.spaces[Modality(m)].remove, ids)
+                         for m, ids in removed.items() if ids])
             self.compact()
         return sum(len(ids) for ids in removed.values())
 
