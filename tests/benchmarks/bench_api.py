@@ -45,7 +45,6 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -58,6 +57,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tests.benchmarks.api_load import Sample, run_load  # noqa: E402
+from tests.utils.servers import free_port, wait_ready  # noqa: E402
 
 COLLECTION = "bench"
 GOAL_QPS_SHARE = 0.8
@@ -139,17 +139,11 @@ def _parse() -> argparse.Namespace:
 
 
 # -- the server ---------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def serve(home: Path, workers: int, model: str, extra_env: dict[str, str]
           ) -> Iterator[tuple[str, int, int]]:
     """`xmodal-serve` on a loopback port, read-only: yields (host, port, pid)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "XMODAL_HOME": str(home), "XMODAL_MODEL": model,
            "XMODAL_DEVICE": "cpu", "XMODAL_OFFLINE": "true", "XMODAL_API_READ_ONLY": "true",
            **({} if model == "house" else {"XMODAL_PRETRAINED": "random"}), **extra_env}
@@ -157,27 +151,11 @@ def serve(home: Path, workers: int, model: str, extra_env: dict[str, str]
                "--workers", str(workers), "--log-level", "warning"]
     server = subprocess.Popen(command, env=env)
     try:
-        _wait_ready("127.0.0.1", port, server)
+        wait_ready(f"http://127.0.0.1:{port}", server, timeout_s=600)  # first start exports
         yield "127.0.0.1", port, server.pid
     finally:
         server.terminate()
         server.wait(30)
-
-
-def _wait_ready(host: str, port: int, server: subprocess.Popen, timeout_s: float = 600) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"xmodal-serve exited with {server.returncode}")
-        try:
-            if httpx.get(f"http://{host}:{port}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("xmodal-serve did not become ready")
 
 
 def process_tree_cpu_s(pid: int) -> float:
