@@ -82,7 +82,8 @@ def test_house_model_onnx_int8_text_keeps_cosine_and_recall(tmp_path):
                  - _recall_at_10(image_vectors[:100], exact[:100]))
         assert abs(moved) < 0.01  # image -> text
     # stored vectors never come from ONNX Runtime
-    np.testing.assert_array_equal(int8.encode_texts(titles[:5]), fp32.encode_texts(titles[:5]))
+    np.testing.assert_allclose(int8.encode_texts(titles[:5]), fp32.encode_texts(titles[:5]),
+                               rtol=0, atol=1e-6)
 
 
 def test_export_cache_is_reused_and_follows_the_weights(tiny_model, tmp_path, monkeypatch,
@@ -101,8 +102,8 @@ def test_export_cache_is_reused_and_follows_the_weights(tiny_model, tmp_path, mo
     assert len(files) == 2 and not list(cache.glob("*.tmp"))  # written atomically
 
     monkeypatch.setattr(onnx_towers, "_open", OrderedDict())  # a new server process
-    np.testing.assert_array_equal(_onnx(tiny_model, cache).encode_query_text("a red shoe"),
-                                  first)
+    np.testing.assert_allclose(_onnx(tiny_model, cache).encode_query_text("a red shoe"), first,
+                               rtol=0, atol=1e-6)
     assert len(exports) == 2  # read from the cache, not exported again
 
     changed = load_encoder(tiny_model, device="cpu")
@@ -136,7 +137,7 @@ def test_query_cache_keys_name_the_runtime(tiny_model, tmp_path):
     cache = QueryEmbeddingCache()
     vectors = [cache.text_vector(e, "a shoe") for e in (torch_fp32, onnx_fp32, onnx_int8)]
     assert cache.stats().misses == 3
-    np.testing.assert_array_equal(vectors[2], onnx_int8.encode_query_text("a shoe"))
+    np.testing.assert_allclose(vectors[2], onnx_int8.encode_query_text("a shoe"), rtol=0, atol=1e-6)
 
 
 def test_settings_choose_the_backend(tmp_path, monkeypatch):
