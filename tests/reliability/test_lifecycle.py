@@ -2,8 +2,8 @@
 unreferenced media are collected, thumbnails are trimmed, old index versions pruned.
 
 Latency is measured in tests/benchmarks/bench_writes.py; here only structure is asserted
-(file counts, no orphans, catalog == store == index), except the slow run's end/start
-latency ratio, which the issue asks for."""
+(file counts, no orphans, catalog == store == index), except the slow run's latency after
+20k writes against a collection at the start of such a run, which the issue asks for."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import os
 import random
 import statistics
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -203,58 +204,97 @@ def _file_bound(settings: Settings) -> int:
     return 2 * per_space + 1
 
 
-def _mixed_writes(client, n: int, seed: int, pool: int = 150) -> tuple[dict, dict]:
-    """n PUT/DELETE requests over `pool` ids, a third with an image drawn from a small
-    set (so items share media); returns the expected items and per-op latencies."""
-    rng = random.Random(seed)
-    expected: dict[str, tuple[str, int | None]] = {}
-    latencies: dict[str, list[float]] = {"put": [], "delete": []}
-    for step in range(n):
-        item = f"item-{rng.randrange(pool)}"
-        if item in expected and rng.random() < 0.4:
-            started = time.perf_counter()
-            response = client.delete(f"/v1/collections/w/items/{item}", headers=WRITE)
-            latencies["delete"].append(time.perf_counter() - started)
+class WriteStream:
+    """PUT/DELETE requests over `pool` ids, a third of the PUTs with an image drawn from a
+    small set (so items share media); remembers the expected items and each op's latency."""
+
+    def __init__(self, client, seed: int, pool: int = 150) -> None:
+        self.client, self.rng, self.pool = client, random.Random(seed), pool
+        self.expected: dict[str, tuple[str, int | None]] = {}
+        self.latencies: dict[str, list[float]] = {"put": [], "delete": [], "search": []}
+        self.steps = 0
+
+    def write(self) -> None:
+        rng, item = self.rng, f"item-{self.rng.randrange(self.pool)}"
+        self.steps += 1
+        if item in self.expected and rng.random() < 0.4:
+            response = self._timed("delete", self.client.delete,
+                                   f"/v1/collections/w/items/{item}", headers=WRITE)
             assert response.status_code == 204, response.text
-            del expected[item]
-            continue
+            del self.expected[item]
+            return
         image = rng.randrange(20) if rng.random() < 1 / 3 else None
-        body = {"text": f"{item} version {step}", "attributes": {"step": step}}
+        body = {"text": f"{item} version {self.steps}", "attributes": {"step": self.steps}}
         if image is not None:
             body["image"] = png_b64(image)
-        started = time.perf_counter()
-        response = client.put(f"/v1/collections/w/items/{item}", headers=WRITE, json=body)
-        latencies["put"].append(time.perf_counter() - started)
+        response = self._timed("put", self.client.put, f"/v1/collections/w/items/{item}",
+                               headers=WRITE, json=body)
         assert response.status_code in (200, 201), response.text
-        expected[item] = (body["text"], image)
-    return expected, latencies
+        self.expected[item] = (body["text"], image)
 
-
-def _search_latency(client, rounds: int) -> list[float]:
-    out = []
-    for i in range(rounds):
-        started = time.perf_counter()
-        response = client.post("/v1/search", json={"collection": "w", "text": f"item {i}",
-                                                   "k": 10})
-        out.append(time.perf_counter() - started)
+    def search(self) -> None:
+        response = self._timed("search", self.client.post, "/v1/search", json={
+            "collection": "w", "text": f"item {self.rng.randrange(self.pool)}", "k": 10})
         assert response.status_code == 200, response.text
-    return out
+
+    def _timed(self, op: str, send, *args, **kwargs):
+        started = time.perf_counter()
+        response = send(*args, **kwargs)
+        self.latencies[op].append(time.perf_counter() - started)
+        return response
 
 
-def _run_and_check(tmp_path: Path, tiny_model: str, n: int) -> dict[str, float]:
+def _p50_ms(samples: list[float]) -> float:
+    return 1000 * statistics.median(samples)
+
+
+def _side_by_side(aged: WriteStream, fresh: WriteStream, rounds: int) -> dict[str, float]:
+    """p50 of each operation on the aged collection and on a fresh one, requests
+    alternating between the two in a random order each round: the machine's own drift
+    over a long run (a fixed control workload timed between writes moved by 1.4x within
+    two minutes, and every write stage with it) falls on both alike."""
+    order = random.Random(rounds)
+    for stream in (aged, fresh):
+        stream.latencies = {op: [] for op in stream.latencies}
+    for step in range(rounds):
+        pair = [aged, fresh]
+        order.shuffle(pair)
+        for stream in pair:
+            stream.write()
+            if step % 5 == 0:
+                stream.search()
+    return {f"{op}_p50_ms_{name}": _p50_ms(stream.latencies[op])
+            for name, stream in (("aged", aged), ("fresh", fresh))
+            for op in ("put", "delete", "search")}
+
+
+def _run_and_check(tmp_path: Path, tiny_model: str, n: int, compare_rounds: int = 0
+                   ) -> dict[str, float]:
+    """n writes through the API, then the structural checks; with compare_rounds, the
+    aged collection's latency side by side with a fresh one's (warmed by 1000 writes,
+    as the aged one was at the start of its run)."""
     settings = _settings(tmp_path, tiny_model)
     build_home(settings, "w", catalog_items(20))
     collection_dir = settings.collection_dir("w")
-    with open_client(settings) as client:
+    with ExitStack() as stack:
+        stream = WriteStream(stack.enter_context(open_client(settings)), seed=n)
         files_before = count_files(collection_dir)
-        search_start = _search_latency(client, 20)
-        expected, latencies = _mixed_writes(client, n, seed=n)
+        for _ in range(n):
+            stream.write()
         files_after = count_files(collection_dir)
-        search_end = _search_latency(client, 20)
+        numbers = _first_and_last(stream.latencies, n)
+        if compare_rounds:
+            fresh_settings = _settings(tmp_path / "fresh", tiny_model)
+            build_home(fresh_settings, "w", catalog_items(20))
+            fresh = WriteStream(stack.enter_context(open_client(fresh_settings)), seed=-n)
+            for _ in range(1000):
+                fresh.write()
+            numbers.update(_side_by_side(stream, fresh, compare_rounds))
+            files_after = max(files_after, count_files(collection_dir))
         # answers never point at a deleted item
-        hits = client.post("/v1/search", json={"collection": "w", "text": "item version",
-                                               "k": 50}).json()["hits"]
-        alive = set(expected) | {i.external_id for i in catalog_items(20)}
+        hits = stream.client.post("/v1/search", json={"collection": "w", "k": 50,
+                                                      "text": "item version"}).json()["hits"]
+        alive = set(stream.expected) | {i.external_id for i in catalog_items(20)}
         assert {h["external_id"] for h in hits} <= alive
     bound = _file_bound(settings)
     assert files_after[0] <= bound, f"{files_after[0]} files in the collection (bound {bound})"
@@ -265,7 +305,7 @@ def _run_and_check(tmp_path: Path, tiny_model: str, n: int) -> dict[str, float]:
         stored = {r.external_id for batch in ws.catalog.iter_items(
             ws.collection("w").info.id) for r in batch}
         assert stored == alive
-        for external_id, (text, image) in expected.items():
+        for external_id, (text, image) in stream.expected.items():
             row = ws.catalog.get_item(ws.collection("w").info.id, external_id)
             assert row.text == text
             assert (row.image_ref is not None) == (image is not None)
@@ -273,24 +313,26 @@ def _run_and_check(tmp_path: Path, tiny_model: str, n: int) -> dict[str, float]:
         media_files = assert_no_orphan_media(ws)
     finally:
         ws.close()
-    # first and last 5 % of each operation (at least 100 PUTs / 50 DELETEs): at ~13 ms a
-    # PUT, the median of only 100 moved 12 -> 21 ms and 17 -> 14 ms in two runs of 20k
-    puts, deletes = (max(floor, len(latencies[op]) // 20)
-                     for op, floor in (("put", 100), ("delete", 50)))
-    numbers = {
+    numbers.update({
         "requests": n, "files_before": files_before[0], "files_after": files_after[0],
         "file_bound": bound, "bytes_after": files_after[1], "media_files": media_files,
-        "vectors": sum(counts.values()),
-        "put_p50_ms_first": 1000 * statistics.median(latencies["put"][:puts]),
-        "put_p50_ms_last": 1000 * statistics.median(latencies["put"][-puts:]),
-        "delete_p50_ms_first": 1000 * statistics.median(latencies["delete"][:deletes]),
-        "delete_p50_ms_last": 1000 * statistics.median(latencies["delete"][-deletes:]),
-        "search_p50_ms_first": 1000 * statistics.median(search_start),
-        "search_p50_ms_last": 1000 * statistics.median(search_end),
-    }
+        "vectors": sum(counts.values())})
     for key, value in numbers.items():
         record("lifecycle", f"{n} writes: {key}", round(value, 2))
     return numbers
+
+
+def _first_and_last(latencies: dict[str, list[float]], n: int) -> dict[str, float]:
+    """p50 of the first and last 5 % of each operation (at least 100 PUTs / 50 DELETEs),
+    reported: on a shared machine they also carry its drift (see _side_by_side)."""
+    puts, deletes = (max(floor, len(latencies[op]) // 20)
+                     for op, floor in (("put", 100), ("delete", 50)))
+    return {
+        "put_p50_ms_first": _p50_ms(latencies["put"][:puts]),
+        "put_p50_ms_last": _p50_ms(latencies["put"][-puts:]),
+        "delete_p50_ms_first": _p50_ms(latencies["delete"][:deletes]),
+        "delete_p50_ms_last": _p50_ms(latencies["delete"][-deletes:]),
+    }
 
 
 def test_mixed_writes_keep_storage_bounded_and_consistent(tmp_path, tiny_model):
@@ -301,10 +343,12 @@ def test_mixed_writes_keep_storage_bounded_and_consistent(tmp_path, tiny_model):
 
 @pytest.mark.slow
 def test_twenty_thousand_writes_stay_bounded_and_as_fast_as_at_the_start(tmp_path, tiny_model):
-    numbers = _run_and_check(tmp_path, tiny_model, 20_000)
+    """After 20k writes, PUT, DELETE and search are within 1.5x of a collection at the
+    start of such a run, measured side by side."""
+    numbers = _run_and_check(tmp_path, tiny_model, 20_000, compare_rounds=2000)
     for op in ("put", "delete", "search"):
-        first, last = numbers[f"{op}_p50_ms_first"], numbers[f"{op}_p50_ms_last"]
-        assert last <= 1.5 * first, f"{op} p50 {first:.1f} ms -> {last:.1f} ms"
+        fresh, aged = numbers[f"{op}_p50_ms_fresh"], numbers[f"{op}_p50_ms_aged"]
+        assert aged <= 1.5 * fresh, f"{op} p50 {fresh:.1f} ms fresh, {aged:.1f} ms aged"
 
 
 def test_compact_command_and_version_pruning(tmp_path, tiny_model, capsys, monkeypatch):
