@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, delete, func, insert, select
+from sqlalchemy import Select, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from search.catalog.attributes import IdSetCache, bump_write_version, id_set_key, write_version
@@ -117,22 +117,17 @@ class VectorRows(Transactional):
         return ids
 
     def vector_infos(self, vector_ids: Sequence[int]) -> dict[int, VectorInfo]:
-        """Join vectors to their items in one query per chunk."""
+        """Join vectors to their items in one query per chunk (Core: it runs for every
+        page of hits, and loading ORM entities cost twice the query)."""
         infos: dict[int, VectorInfo] = {}
         with self.session() as s:
             for chunk in chunks([int(i) for i in vector_ids]):
-                rows = s.execute(
-                    select(VectorRow.id, VectorRow.modality, VectorRow.source, ItemRow,
-                           GenerationRow.image_ref)
-                    .join(ItemRow, ItemRow.id == VectorRow.item_id)
-                    .outerjoin(GenerationRow, GenerationRow.item_id == ItemRow.id)
-                    .where(VectorRow.id.in_(chunk))
-                ).all()
-                for vid, modality, source, item, generated_ref in rows:
-                    image_ref = item.image_ref or generated_ref  # a real image always wins
-                    infos[vid] = VectorInfo(vid, item.id, item.external_id, modality, source,
-                                            item.text, image_ref, item.attributes or {},
-                                            image_ref is not None and not item.image_ref)
+                for (vid, modality, source, item_id, external_id, text, ref, attributes,
+                     generated_ref) in s.execute(_INFOS, {"ids": list(chunk)}):
+                    image_ref = ref or generated_ref  # a real image always wins
+                    infos[vid] = VectorInfo(vid, item_id, external_id, modality, source,
+                                            text, image_ref, attributes or {},
+                                            image_ref is not None and not ref)
         return infos
 
 
@@ -154,3 +149,13 @@ def _vector_ids_of(session: Session, item_ids: Sequence[int], modality: str, sou
 def _delete_vectors(session: Session, vector_ids: Sequence[int]) -> None:
     for chunk in chunks(vector_ids):
         session.execute(delete(_vectors).where(_vectors.c.id.in_(chunk)))
+
+
+_vectors, _items, _generations = (core_table(VectorRow), core_table(ItemRow),
+                                  core_table(GenerationRow))
+_INFOS = (select(_vectors.c.id, _vectors.c.modality, _vectors.c.source, _items.c.id,
+                 _items.c.external_id, _items.c.text, _items.c.image_ref, _items.c.attributes,
+                 _generations.c.image_ref)
+          .join(_items, _items.c.id == _vectors.c.item_id)
+          .outerjoin(_generations, _generations.c.item_id == _items.c.id)
+          .where(_vectors.c.id.in_(bindparam("ids", expanding=True))))
