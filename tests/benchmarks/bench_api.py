@@ -45,17 +45,19 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import asdict, dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from tests.benchmarks import server_profile  # noqa: E402
 from tests.benchmarks.api_load import Sample, run_load  # noqa: E402
 from tests.utils.servers import free_port, wait_ready  # noqa: E402
 
@@ -106,6 +108,7 @@ class Level:
     ann_ms: float
     sql_ms: float
     cache_hit_rate: float | None = None
+    profile_ms: dict[str, float] | None = None  # --profile: server ms per request by stage
 
 
 def _parse() -> argparse.Namespace:
@@ -133,6 +136,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--home", type=Path, default=None,
                         help="cache of the built collection (default: a dir under /tmp)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the server through each concurrency-1 stream: raw "
+                             "stacks into this folder, ms per request by stage printed "
+                             "and in the JSON")
     parser.add_argument("--out", type=Path,
                         default=Path("tests/benchmarks/results/bench_api.json"))
     return parser.parse_args()
@@ -273,6 +280,7 @@ class Server:
     port: int
     pid: int
     database_pid: int | None = None  # PostgreSQL's postmaster: its backends' CPU counts too
+    profile_dir: Path | None = None  # --profile: py-spy the concurrency-1 streams into it
 
     def cpu_s(self) -> float:
         """CPU seconds of the server and of its database server (SQLite runs inside)."""
@@ -282,11 +290,13 @@ class Server:
 
 def measure(server: Server, label: tuple[str, str, str], concurrency: int,
             payloads: list[bytes]) -> Level:
-    cpu_before, started = server.cpu_s(), time.perf_counter()
-    samples = asyncio.run(run_load(server.host, server.port, "/v1/search", payloads,
-                                   concurrency))
-    wall = time.perf_counter() - started
-    level = _level(label, concurrency, samples, wall, server.cpu_s() - cpu_before)
+    with profiled(server, label, concurrency) as finish:
+        cpu_before, started = server.cpu_s(), time.perf_counter()
+        samples = asyncio.run(run_load(server.host, server.port, "/v1/search", payloads,
+                                       concurrency))
+        wall = time.perf_counter() - started
+        level = _level(label, concurrency, samples, wall, server.cpu_s() - cpu_before)
+    level = finish(level)
     print(f"  {label} c={concurrency}: p50 {level.p50_ms:.1f} ms, {level.qps:.1f} QPS",
           flush=True)
     return level
@@ -296,8 +306,10 @@ def measure_uploads(server: Server, option: str, uploads: list[bytes], k: int) -
     import httpx
 
     samples = []
-    cpu_before, started = server.cpu_s(), time.perf_counter()
-    with httpx.Client(base_url=f"http://{server.host}:{server.port}") as client:
+    label = (option, "image upload", "any")
+    with profiled(server, label, 1) as finish, \
+            httpx.Client(base_url=f"http://{server.host}:{server.port}") as client:
+        cpu_before, started = server.cpu_s(), time.perf_counter()
         for data in uploads:
             began = time.perf_counter()
             response = client.post("/v1/search/image", data={"collection": COLLECTION,
@@ -305,22 +317,38 @@ def measure_uploads(server: Server, option: str, uploads: list[bytes], k: int) -
                                     files={"image": ("query.jpg", data, "image/jpeg")})
             took = response.json().get("took_ms", {}) if response.status_code == 200 else {}
             samples.append(Sample(response.status_code, time.perf_counter() - began, took))
-    wall = time.perf_counter() - started
-    return _level((option, "image upload", "any"), 1, samples, wall,
-                  server.cpu_s() - cpu_before)
+        wall = time.perf_counter() - started
+        level = _level(label, 1, samples, wall, server.cpu_s() - cpu_before)
+    return finish(level)
+
+
+@contextmanager
+def profiled(server: Server, label: tuple[str, str, str], concurrency: int
+             ) -> Iterator[Callable[[Level], Level]]:
+    """With --profile, py-spy the server through a concurrency-1 stream (the latency
+    goals' level); yields what adds the per-stage profile to the stream's Level."""
+    if server.profile_dir is None or concurrency != 1 or label[1] == "warm-up":
+        yield lambda level: level
+        return
+    name = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(label)).strip("-")
+    raw = server.profile_dir / f"{name}.txt"
+    with server_profile.sampled(server.pid, raw):
+        yield lambda level: replace(
+            level, profile_ms=server_profile.read_raw(raw).ms_per_request(level.requests))
 
 
 def _level(label: tuple[str, str, str], concurrency: int, samples: list[Sample], wall: float,
            server_cpu: float) -> Level:
     ok = [s for s in samples if s.status == 200]
     latencies = np.array([s.seconds * 1000 for s in ok]) if ok else np.zeros(1)
-    stage = {key: float(np.mean([s.took_ms.get(key, 0.0) for s in ok])) if ok else 0.0
-             for key in ("encode_ms", "ann_ms", "sql_ms")}
+    encode, ann, sql = (float(np.mean([s.took_ms.get(key, 0.0) for s in ok])) if ok else 0.0
+                        for key in ("encode_ms", "ann_ms", "sql_ms"))
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     n = max(len(samples), 1)
     return Level(*label, concurrency, len(samples), len(samples) - len(ok), len(ok) / wall,
                  float(p50), float(p95), float(p99), server_cpu / n * 1000, server_cpu / wall,
-                 **stage)
+                 encode, ann, sql)
+
 
 def run_option(option: str, server: Server, args: argparse.Namespace, texts: Texts
                ) -> list[Level]:
@@ -468,6 +496,11 @@ def print_table(levels: list[Level], checks: dict[str, dict]) -> None:
     for name, check in checks.items():
         print(f"goal {name}: {check['value']:.2f} vs {check['goal']:.2f} -> "
               f"{'met' if check['met'] else 'MISSED'}")
+    for lv in (lv for lv in levels if lv.profile_ms):
+        print(f"profile, server ms per request: {lv.scenario} {lv.target} "
+              f"(p50 {lv.p50_ms:.1f} ms at the client)")
+        for stage, ms in (lv.profile_ms or {}).items():
+            print(f"  {stage:<46} {ms:>6.2f}")
 
 
 def run_options(home: Path, options: list[str], args: argparse.Namespace,
@@ -478,8 +511,8 @@ def run_options(home: Path, options: list[str], args: argparse.Namespace,
     for option in options:
         with serve(home, args.workers, args.model, {**OPTIONS[option], **database}) as (
                 host, port, pid):
-            levels += run_option(option, Server(host, port, pid, database_pid(home)), args,
-                                 texts)
+            server = Server(host, port, pid, database_pid(home), args.profile)
+            levels += run_option(option, server, args, texts)
         print(f"done: {option}", flush=True)
     return levels
 
