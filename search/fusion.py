@@ -16,6 +16,7 @@ import numpy as np
 
 from search.catalog.models import Modality, Source
 from search.catalog.owners import KINDS, OwnerSnapshot
+from search.sorted_ids import locate
 from search.vectors.space import VectorSpace
 
 _KIND_MODALITY = np.array([list(Modality).index(m) for m, _ in KINDS])  # [kinds]
@@ -53,8 +54,7 @@ class ScorePool:
         """(scores [n], known mask [n]); unknown ids read nan."""
         if not len(self.ids):
             return np.full(ids.shape, np.nan), np.zeros(ids.shape, bool)
-        pos = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
-        known = self.ids[pos] == ids
+        pos, known = locate(self.ids, ids)
         return np.where(known, self.scores[pos], np.nan), known
 
 
@@ -138,8 +138,8 @@ def item_shapes(snapshot: OwnerSnapshot, live: dict[Modality, np.ndarray],
         ids, column = live[modality], snapshot.members[:, kind]
         if not len(ids):
             continue
-        pos = np.minimum(np.searchsorted(ids, column), len(ids) - 1)
-        has[:, list(Modality).index(modality)] |= (column >= 0) & (ids[pos] == column)
+        _, found = locate(ids, column)
+        has[:, list(Modality).index(modality)] |= (column >= 0) & found
     image, text = has[:, 0], has[:, 1]
     return Shapes(bool((image & ~text).any()), bool((text & ~image).any()),
                   bool((image & text).any()))

@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, select
 from search.catalog.catalog import Catalog
 from search.catalog.models import CollectionRow, Modality, Source
 from search.catalog.transactions import core_table
+from search.sorted_ids import locate
 
 # A vector's kind: its column in `OwnerSnapshot.members` (an item has at most one vector
 # per modality and source: the catalog's unique constraint).
@@ -73,9 +74,9 @@ class OwnerSnapshot:
         """int64 [n, len(KINDS)] vector ids of these items (-1: none or unknown item)."""
         if not len(self.item_ids):
             return np.full((len(item_ids), len(KINDS)), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self.item_ids, item_ids), len(self.item_ids) - 1)
+        pos, found = locate(self.item_ids, item_ids)
         rows = self.members[pos]
-        rows[self.item_ids[pos] != item_ids] = -1
+        rows[~found] = -1
         return rows
 
     def with_rows(self, stamp: Stamp, rows: np.ndarray, full: bool = False) -> OwnerSnapshot:
@@ -96,8 +97,7 @@ def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray]:
     if not len(keys):
         return np.full(len(wanted), -1, np.int64), np.zeros(len(wanted), bool)
-    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    known = keys[pos] == wanted
+    pos, known = locate(keys, wanted)
     return np.where(known, values[pos], -1), known
 
 

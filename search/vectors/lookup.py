@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from search.sorted_ids import locate
 from search.vectors.oplog import Shard
 
 
@@ -55,8 +56,8 @@ def apply_shard(lookup: Lookup, shard: Shard, position: int) -> Lookup:
     gone = shard.ids if shard.removed is None else np.concatenate([shard.removed, shard.ids])
     keep = np.ones(len(lookup.ids), dtype=bool)
     if len(lookup.ids) and len(gone):  # lookup.ids is sorted: a binary search per id
-        pos = np.minimum(np.searchsorted(lookup.ids, gone), len(lookup.ids) - 1)
-        keep[pos[lookup.ids[pos] == gone]] = False
+        pos, found = locate(lookup.ids, gone)
+        keep[pos[found]] = False
     ids, where, row = lookup.ids[keep], lookup.shard[keep], lookup.row[keep]
     if shard.kind == "del":
         return Lookup(ids, where, row)

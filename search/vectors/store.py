@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from search.errors import InvalidInputError, StoreHistoryCompactedError
+from search.sorted_ids import locate
 from search.vectors.durable import (
     atomic_save_npz,
     fsync_dir,
@@ -150,8 +151,7 @@ class EmbeddingStore:
         live = view.lookup.ids
         if len(live) == 0 or len(wanted) == 0:
             return out, np.zeros(len(wanted), dtype=bool)
-        pos = np.minimum(np.searchsorted(live, wanted), len(live) - 1)
-        found = live[pos] == wanted
+        pos, found = locate(live, wanted)
         shard, row = view.lookup.shard[pos], view.lookup.row[pos]
         # one fancy read per shard touched, never one per id
         for s in np.unique(shard[found]):
