@@ -49,6 +49,7 @@ from search.catalog.bm25 import Bm25
 from search.catalog.facet_sql import facet_counts
 from search.catalog.filter_sql import filter_clause
 from search.catalog.models import GenerationRow, ItemRow, LexicalIdentifierRow, LexicalWordRow
+from search.catalog.transactions import core_table
 from search.facets import FacetCounts, FacetRequest
 from search.filters import Filter
 
@@ -293,17 +294,17 @@ class KeywordIndex:
 
     # -- hits ----------------------------------------------------------------------------
     def items(self, item_ids: list[int]) -> dict[int, ItemView]:
+        """Catalog rows of keyword candidates (Core: loading ORM entities cost twice the
+        query, and a hybrid page reads up to ~100 of them)."""
         out: dict[int, ItemView] = {}
         with self._session() as s:
             for start in range(0, len(item_ids), 5000):
-                rows = s.execute(select(ItemRow, GenerationRow.image_ref)
-                                 .outerjoin(GenerationRow, GenerationRow.item_id == ItemRow.id)
-                                 .where(ItemRow.id.in_(item_ids[start:start + 5000])))
-                for item, generated_ref in rows:
-                    image_ref = item.image_ref or generated_ref  # a real image always wins
-                    out[item.id] = ItemView(item.id, item.external_id, item.text, image_ref,
-                                            item.attributes or {},
-                                            image_ref is not None and not item.image_ref)
+                rows = s.execute(_ITEM_VIEWS, {"ids": item_ids[start:start + 5000]})
+                for item_id, external_id, text, ref, attributes, generated_ref in rows:
+                    image_ref = ref or generated_ref  # a real image always wins
+                    out[item_id] = ItemView(item_id, external_id, text, image_ref,
+                                            attributes or {},
+                                            image_ref is not None and not ref)
         return out
 
 
@@ -347,3 +348,10 @@ def _pg_tsquery(query: lexical.KeywordQuery, stage: Stage) -> ColumnElement:
         result = required if result is None else result.op("||")(required)
     assert result is not None
     return result
+
+
+_items, _generations = core_table(ItemRow), core_table(GenerationRow)
+_ITEM_VIEWS = (select(_items.c.id, _items.c.external_id, _items.c.text, _items.c.image_ref,
+                      _items.c.attributes, _generations.c.image_ref)
+               .outerjoin(_generations, _generations.c.item_id == _items.c.id)
+               .where(_items.c.id.in_(bindparam("ids", expanding=True))))
