@@ -107,6 +107,7 @@ class Level:
     encode_ms: float
     ann_ms: float
     sql_ms: float
+    keyword_ms: float  # the lexical side of keyword and hybrid queries (wall time)
     cache_hit_rate: float | None = None
     profile_ms: dict[str, float] | None = None  # --profile: server ms per request by stage
 
@@ -341,13 +342,14 @@ def _level(label: tuple[str, str, str], concurrency: int, samples: list[Sample],
            server_cpu: float) -> Level:
     ok = [s for s in samples if s.status == 200]
     latencies = np.array([s.seconds * 1000 for s in ok]) if ok else np.zeros(1)
-    encode, ann, sql = (float(np.mean([s.took_ms.get(key, 0.0) for s in ok])) if ok else 0.0
-                        for key in ("encode_ms", "ann_ms", "sql_ms"))
+    encode, ann, sql, keyword = (
+        float(np.mean([s.took_ms.get(key, 0.0) for s in ok])) if ok else 0.0
+        for key in ("encode_ms", "ann_ms", "sql_ms", "keyword_ms"))
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     n = max(len(samples), 1)
     return Level(*label, concurrency, len(samples), len(samples) - len(ok), len(ok) / wall,
                  float(p50), float(p95), float(p99), server_cpu / n * 1000, server_cpu / wall,
-                 encode, ann, sql)
+                 encode, ann, sql, keyword)
 
 
 def run_option(option: str, server: Server, args: argparse.Namespace, texts: Texts
@@ -483,7 +485,7 @@ def _check(value: float, goal: float, at_least: bool = False) -> dict:
 def print_table(levels: list[Level], checks: dict[str, dict]) -> None:
     header = (f"{'option':<22} {'stream':<24} {'target':<6} {'c':>3} {'QPS':>7} "
               f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'CPU ms/q':>8} {'cores':>5} "
-              f"{'enc':>6} {'ann':>5} {'sql':>5} {'hits':>5}")
+              f"{'enc':>6} {'ann':>5} {'sql':>5} {'kw':>5} {'hits':>5}")
     print(header)
     print("-" * len(header))
     for lv in levels:
@@ -491,7 +493,8 @@ def print_table(levels: list[Level], checks: dict[str, dict]) -> None:
         print(f"{lv.option:<22} {lv.scenario:<24} {lv.target:<6} {lv.concurrency:>3} "
               f"{lv.qps:>7.1f} {lv.p50_ms:>7.1f} {lv.p95_ms:>7.1f} {lv.p99_ms:>7.1f} "
               f"{lv.server_cpu_ms_per_query:>8.1f} {lv.server_cores_used:>5.2f} "
-              f"{lv.encode_ms:>6.1f} {lv.ann_ms:>5.1f} {lv.sql_ms:>5.1f} {hits:>5}"
+              f"{lv.encode_ms:>6.1f} {lv.ann_ms:>5.1f} {lv.sql_ms:>5.1f} {lv.keyword_ms:>5.1f} "
+              f"{hits:>5}"
               + (f"  ({lv.errors} errors)" if lv.errors else ""))
     for name, check in checks.items():
         print(f"goal {name}: {check['value']:.2f} vs {check['goal']:.2f} -> "
