@@ -49,6 +49,7 @@ from search.catalog.bm25 import Bm25
 from search.catalog.facet_sql import facet_counts
 from search.catalog.filter_sql import filter_clause
 from search.catalog.models import GenerationRow, ItemRow, LexicalIdentifierRow, LexicalWordRow
+from search.catalog.records import shown_image
 from search.catalog.transactions import core_table
 from search.facets import FacetCounts, FacetRequest
 from search.filters import Filter
@@ -301,10 +302,9 @@ class KeywordIndex:
             for start in range(0, len(item_ids), 5000):
                 rows = s.execute(_ITEM_VIEWS, {"ids": item_ids[start:start + 5000]})
                 for item_id, external_id, text, ref, attributes, generated_ref in rows:
-                    image_ref = ref or generated_ref  # a real image always wins
+                    image_ref, generated = shown_image(ref, generated_ref)
                     out[item_id] = ItemView(item_id, external_id, text, image_ref,
-                                            attributes or {},
-                                            image_ref is not None and not ref)
+                                            attributes or {}, generated)
         return out
 
 

@@ -42,6 +42,12 @@ class StoredItem:
     vectors: tuple[VectorRef, ...] = ()
 
 
+def shown_image(ref: str | None, generated_ref: str | None) -> tuple[str | None, bool]:
+    """(the image a hit shows, whether it is generated): a real image always wins."""
+    shown = ref or generated_ref
+    return shown, shown is not None and not ref
+
+
 @dataclass(frozen=True)
 class ItemDetail:
     """Everything the catalog knows about one item."""

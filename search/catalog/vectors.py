@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from search.catalog.attributes import IdSetCache, bump_write_version, id_set_key, write_version
 from search.catalog.filter_sql import filter_clause
 from search.catalog.models import GenerationRow, ItemRow, VectorRow
+from search.catalog.records import shown_image
 from search.catalog.transactions import Transactional, chunks, core_table
 from search.filters import Filter
 
@@ -124,10 +125,9 @@ class VectorRows(Transactional):
             for chunk in chunks([int(i) for i in vector_ids]):
                 for (vid, modality, source, item_id, external_id, text, ref, attributes,
                      generated_ref) in s.execute(_INFOS, {"ids": list(chunk)}):
-                    image_ref = ref or generated_ref  # a real image always wins
+                    image_ref, generated = shown_image(ref, generated_ref)
                     infos[vid] = VectorInfo(vid, item_id, external_id, modality, source,
-                                            text, image_ref, attributes or {},
-                                            image_ref is not None and not ref)
+                                            text, image_ref, attributes or {}, generated)
         return infos
 
 
