@@ -32,7 +32,8 @@ class Searcher:
     def search(self, query: SearchQuery) -> SearchResult:
         """Run the query in its mode (vector, keyword or hybrid; see search.hybrid)."""
         collection = self.workspace.collection(query.collection)
-        return hybrid.run(query, collection, self.vector_search)
+        return hybrid.run(query, collection, self.vector_search,
+                          overlap=self.workspace.settings.hybrid_overlap)
 
     def warm(self, name: str) -> None:
         """Read what a collection's first query would otherwise read (its vector owner

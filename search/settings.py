@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         default=QueryBackend.ONNX, description="What runs the query towers (CPU): torch, "
         "or onnx (ONNX Runtime on copies exported once into HOME/cache/onnx).")
 
+    hybrid_overlap: bool = Field(
+        default=True, description="Run a hybrid query's vector side (encoder, ANN) on a "
+        "second thread while its keyword side runs (the database): they overlap on a second "
+        "core. Off: one after the other.")
+
     def query_runtime(self) -> QueryRuntime:
         return QueryRuntime(self.query_threads, self.query_text_int8, self.query_image_int8,
                             text_backend=self.query_backend, image_backend=self.query_backend,

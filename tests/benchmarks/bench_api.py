@@ -86,6 +86,10 @@ OPTIONS = {f"{backend}{threads}, {precision}": {**b_env, **t_env, **p_env}
            for precision, p_env in _PRECISIONS.items()
            if threads != "all cores" or precision == "int8"}
 DEFAULT_OPTION = "onnx, threads by load, int8"
+# The default with a hybrid query's two sides run one after the other rather than at once
+# (`Settings.hybrid_overlap`): side by side with the default under --mode hybrid.
+SIDES_IN_TURN = f"{DEFAULT_OPTION}, sides in turn"
+OPTIONS[SIDES_IN_TURN] = {**OPTIONS[DEFAULT_OPTION], "XMODAL_HYBRID_OVERLAP": "false"}
 
 
 @dataclass(frozen=True)

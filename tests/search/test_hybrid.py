@@ -2,6 +2,7 @@
 against a fusion recomputed from the two rankers, exact ids first, filters on both sides,
 stable paging, facets. Runs on SQLite and PostgreSQL."""
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from search import hybrid
 from search.collection.collection import NewItem
 from search.engine import Searcher
-from search.errors import InvalidQueryError
+from search.errors import InvalidQueryError, UnknownItemError
 from search.facets import FacetBucket, FacetScope, count_facets, parse_facets
 from search.filters import parse_filters
 from search.query import FusionMethod, QueryPart, SearchMode, SearchQuery, Target
@@ -180,3 +181,54 @@ def test_a_page_reads_only_the_rows_it_needs_and_matches_the_full_ranking(worksp
     assert _ids(page) == _ids(faceted)  # facets make every candidate a hit: same order
     assert page.total_considered > 20  # candidates the keyword side found
     assert 3 <= len(read) <= 20  # catalog rows read: the first chunk only
+
+
+def _ranked(result):
+    """Hits with their rankers' ranks and scores (to 1e-9: a BM25 score computed here or
+    by FTS5 differs in its last bits)."""
+    return [(h.external_id, round(h.score, 9),
+             {name: (r.rank, round(r.score, 9)) for name, r in h.rankers.items()})
+            for h in result.hits]
+
+
+def test_the_two_sides_overlap_and_rank_as_they_do_in_turn(workspace, shop):
+    searcher, collection = Searcher(workspace), workspace.collection("shop")
+    threads: list[threading.Thread] = []
+
+    def vector_search(query):
+        threads.append(threading.current_thread())
+        return searcher.vector_search(query)
+
+    for text in ["sneakers for running", "trail runner", "SKU-777", "red", "court"]:
+        query = SearchQuery.text("shop", text, mode=SearchMode.HYBRID, k=12)
+        at_once = hybrid.run(query, collection, vector_search, overlap=True)
+        in_turn = hybrid.run(query, collection, vector_search, overlap=False)
+        assert at_once.hits and _ranked(at_once) == _ranked(in_turn)
+        assert {"encode_ms", "ann_ms", "keyword_ms"} <= set(at_once.timings_ms)
+    assert all(t is not threading.current_thread() for t in threads[0::2])
+    assert all(t is threading.current_thread() for t in threads[1::2])
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_an_error_on_the_vector_side_reaches_the_caller(workspace, shop, overlap):
+    query = SearchQuery("shop", (QueryPart(text="sneakers"), QueryPart(item_id="no-such")),
+                        mode=SearchMode.HYBRID)
+    with pytest.raises(UnknownItemError, match="no-such"):
+        hybrid.run(query, workspace.collection("shop"), Searcher(workspace).vector_search,
+                   overlap=overlap)
+
+
+def test_the_setting_chooses_whether_the_sides_overlap(workspace, shop, monkeypatch):
+    searcher, threads = Searcher(workspace), []
+    vector_search = searcher.vector_search
+
+    def recorded(query):
+        threads.append(threading.current_thread())
+        return vector_search(query)
+
+    monkeypatch.setattr(searcher, "vector_search", recorded)
+    for overlap in (True, False):
+        monkeypatch.setattr(workspace.settings, "hybrid_overlap", overlap)
+        assert searcher.search(SearchQuery.text("shop", "sneakers")).mode is SearchMode.HYBRID
+    assert threads[0] is not threading.current_thread()
+    assert threads[1] is threading.current_thread()
