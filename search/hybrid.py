@@ -173,20 +173,21 @@ def _normalise(ranking: _Ranking) -> list[float]:
 
 def _hits(fused: list[tuple[int, float]], rankings: list[_Ranking], vector_hits: list[Hit],
           collection: Collection, query: SearchQuery, needed: int | None) -> list[Hit]:
-    """Hits in fused order; with `needed`, stops once that many are made, reading the
-    catalog rows of keyword-only candidates a chunk at a time (each is a SQL row with
-    its attributes: reading all ~100 candidates for a page of 10 is most of the cost)."""
+    """Hits in fused order; with `needed`, stops once that many are made. The catalog
+    rows of keyword-only candidates (each a SQL row with its attributes: reading all ~100
+    for a page of 10 was most of the cost) are read in at most two statements: the
+    first `2 * needed`, then, only if too few of them show (deleted meanwhile, or
+    without the modality the query targets), all the rest at once."""
     ranks: dict[int, dict[str, Ranked]] = {}
     for ranking in rankings:
         for rank, (item_id, score) in enumerate(zip(ranking.item_ids, ranking.scores,
                                                     strict=True), 1):
             ranks.setdefault(item_id, {})[ranking.name] = Ranked(rank, score)
     by_id = {h.item_id: h for h in vector_hits}
-    chunk = len(fused) if needed is None else max(2 * needed, 20)
+    first = len(fused) if needed is None else max(2 * needed, 20)
     views: dict[int, ItemView] = {}
     hits: list[Hit] = []
-    for start in range(0, len(fused), chunk):
-        part = fused[start:start + chunk]
+    for part in (fused[:first], fused[first:]):
         missing = [i for i, _ in part if i not in by_id]
         views.update(collection.catalog.keyword.items(missing) if missing else {})
         for item_id, score in part:
@@ -197,7 +198,7 @@ def _hits(fused: list[tuple[int, float]], rankings: list[_Ranking], vector_hits:
             else:
                 continue  # deleted meanwhile, or lacks the modality the query targets
             hits.append(_with_rankers(hit, ranks.get(item_id, {})))
-        if needed is not None and len(hits) >= needed:
+        if needed is None or len(hits) >= needed:
             break
     return hits
 

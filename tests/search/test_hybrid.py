@@ -183,6 +183,28 @@ def test_a_page_reads_only_the_rows_it_needs_and_matches_the_full_ranking(worksp
     assert 3 <= len(read) <= 20  # catalog rows read: the first chunk only
 
 
+def test_candidates_that_cannot_show_cost_one_more_read_not_one_per_chunk(workspace,
+                                                                          monkeypatch):
+    """Most keyword matches are text-only and the query targets images: the rows of the
+    candidates past the first read are read in one more statement."""
+    lamps = workspace.create_collection("lamps")
+    items = [NewItem(f"text-{i}", text=f"brass lamp {i}") for i in range(60)]
+    items += [NewItem(f"pic-{i}", text=f"a lamp with a picture, a longer text than the others {i}",
+                      image=png_bytes(i)) for i in range(4)]  # ranked last
+    assert lamps.add_items(items).failed == 0
+    query = SearchQuery.text("lamps", "lamp", mode=SearchMode.KEYWORD, k=3,
+                             target=Target.IMAGE)
+    expected = Searcher(workspace).search(replace(query, facets=tuple(parse_facets(["x"]))))
+    calls: list[int] = []
+    read = lamps.catalog.keyword.items
+    monkeypatch.setattr(lamps.catalog.keyword, "items",
+                        lambda ids: calls.append(len(ids)) or read(ids))
+    page = Searcher(workspace).search(query)
+    assert _ids(page) == _ids(expected)[:3]
+    assert len(page.hits) == 3 and all(h.external_id.startswith("pic-") for h in page.hits)
+    assert len(calls) == 2 and sum(calls) == 64  # the first 20, then the other 44 at once
+
+
 def _ranked(result):
     """Hits with their rankers' ranks and scores (to 1e-9: a BM25 score computed here or
     by FTS5 differs in its last bits)."""
