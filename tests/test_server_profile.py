@@ -22,6 +22,10 @@ def test_samples_go_to_the_innermost_stage(tmp_path):
         f"{WORKER};_fuse_found (search/candidates.py:139);fuse (search/fusion.py:9) 2",
         f"{WORKER};fuse (search/hybrid.py:90);_rrf (search/hybrid.py:200) 1",
         f"{WORKER};something (elsewhere.py:1) 4",
+        # a hybrid query's vector side, on a pool thread
+        "Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:83);"
+        "_WorkItem.run (concurrent/futures/thread.py:58);Searcher.vector_search "
+        "(search/engine.py:47);search_space (search/candidates.py:257);x (y.py:1) 6",
         "Runner.run (asyncio/runners.py:118);RequestResponseCycle.send (uvicorn/x.py:1) 5",
         "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982) 9",  # idle
         "a truncated line without a count",
@@ -29,7 +33,7 @@ def test_samples_go_to_the_innermost_stage(tmp_path):
     profile = read_raw(raw)
     assert dict(profile.samples) == {"encode": 7, "owner map (SQL stamp)": 3,
                                      "fusion (sibling scores)": 2, "hybrid fusion": 1,
-                                     OTHER_WORKER: 4, EVENT_LOOP: 5}
+                                     OTHER_WORKER: 4, EVENT_LOOP: 5, "ann": 6}
     # 250 samples a second: 7 samples over 2 requests = 14 ms each
     assert profile.ms_per_request(2)["encode"] == 14.0
 

@@ -37,7 +37,9 @@ STAGES = [
     ("request -> query", "query_parts "),
     ("response model", "search_response "),
 ]
-WORKER = "WorkerThread.run "
+# A request's threads: AnyIO's worker, and a thread pool's task (a hybrid query's vector
+# side runs on one while the worker runs its keyword side, search.hybrid).
+WORKERS = ("WorkerThread.run ", "_WorkItem.run (concurrent/futures/thread.py")
 EVENT_LOOP = "event loop (HTTP, validation, serialisation)"
 OTHER_WORKER = "worker, other"
 
@@ -56,7 +58,7 @@ class Profile:
 
 def stage_of(frames: list[str]) -> str | None:
     """The stage one sampled stack belongs to (frames root first); None: not serving."""
-    if not any(f.startswith(WORKER) for f in frames):
+    if not any(f.startswith(WORKERS) for f in frames):
         return EVENT_LOOP if any("asyncio" in f or "uvicorn" in f for f in frames) else None
     for frame in reversed(frames):
         for stage, marker in STAGES:
