@@ -7,6 +7,8 @@ as on day one.
 - stored media no item or generated image references any more are collected, after a
   grace period (a writer may have just stored bytes it has not yet catalogued);
 - the thumbnail cache is trimmed to a byte budget, least recently used first;
+- the lexical index's segments are merged once there are too many (SQLite), its GIN
+  pending list moved into the index (PostgreSQL): `search.catalog.lexical_upkeep`;
 - the embeddings and indexes of a model a collection no longer serves (what
   `reindex --model` leaves behind) are removed, under the collection's write lock (an
   in-flight reindex holds it throughout) and after a grace period (a killed reindex
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from search.catalog.lexical_upkeep import tidy
 from search.catalog.models import GenerationRow, ItemRow
 from search.vectors.durable import fsync_dir
 from search.vectors.store import CompactionPolicy
@@ -84,6 +87,9 @@ class MaintenanceReport:
     media_bytes_freed: int = 0
     thumbnails_removed: int = 0
     models_removed: list[str] = field(default_factory=list)  # "<collection>/<model key>"
+    # the lexical index's upkeep (search.catalog.lexical_upkeep.tidy): SQLite merge steps,
+    # PostgreSQL pending-list pages moved; 0 when it was already tidy
+    lexical_tidied: int = 0
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -260,9 +266,10 @@ def maintain(workspace: Workspace, policy: StoragePolicy | None = None, *,
              collections: list[str] | None = None, force_compaction: bool = False,
              media: bool = True) -> MaintenanceReport:
     """Compact the embedding logs that are due (all, when forced) of every collection (or
-    of `collections`), remove the files of models they no longer serve, then collect
-    unreferenced media and trim thumbnails (the media store is shared by all
-    collections). Safe to run while others read and write."""
+    of `collections`), remove the files of models they no longer serve, tidy the lexical
+    index (shared by all collections), then collect unreferenced media and trim
+    thumbnails (the media store is shared too). Safe to run while others read and
+    write."""
     policy = policy or StoragePolicy.from_settings(workspace.settings)
     report = MaintenanceReport()
     for info in workspace.list_collections():
@@ -278,6 +285,12 @@ def maintain(workspace: Workspace, policy: StoragePolicy | None = None, *,
         except Exception as exc:  # noqa: BLE001 - one collection's failure spares the rest
             log.warning("maintenance of collection %r failed: %s", info.name, exc)
             report.errors[info.name] = str(exc)
+    try:
+        catalog = workspace.catalog
+        report.lexical_tidied = tidy(catalog.session, catalog.engine.dialect.name)
+    except Exception as exc:  # noqa: BLE001 - the rest of maintenance still runs
+        log.warning("upkeep of the lexical index failed: %s", exc)
+        report.errors["lexical index"] = str(exc)
     if media:
         store = workspace.media
         remove_stale_tombstones(store)

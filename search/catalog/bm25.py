@@ -47,7 +47,7 @@ _AVERAGES_ROWID = 1  # FTS5's record of the row count and per-column token total
 Phrase = tuple[str, ...]  # FTS5 tokens of one query word
 
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
+def varint(data: bytes, at: int) -> tuple[int, int]:
     """SQLite's varint (big-endian 7-bit groups, a 9th byte of 8 bits): (value, next)."""
     value = 0
     for i in range(8):
@@ -64,10 +64,10 @@ def table_stats(session: Session) -> tuple[int, float]:
         f"SELECT block FROM {lexical.FTS_TABLE}_data WHERE id = {_AVERAGES_ROWID}").scalar()
     if not block:
         return 0, 0.0
-    rows, at = _varint(block, 0)
+    rows, at = varint(block, 0)
     tokens = 0
     while at < len(block):
-        size, at = _varint(block, at)
+        size, at = varint(block, at)
         tokens += size
     return rows, tokens / rows if rows else 0.0
 
