@@ -42,9 +42,10 @@ VectorSearch = Callable[[SearchQuery], SearchResult]
 # The two sides of a hybrid query wait on different things: the vector side on the
 # encoder and the ANN (native code), the keyword side on the database (SQLite's engine in
 # this process, PostgreSQL's in another); each releases the GIL while it waits. Run at
-# once they overlap on a second core instead of adding up: at 1M items on 2 cores, hybrid
-# p50 26.3 -> 21.9 ms on SQLite (bench_api, README "Hybrid search"). Threads start on
-# demand; a request's vector side holds one while its keyword side runs.
+# once they overlap on a second core instead of adding up; they still contend for the GIL,
+# so at 1M items on 2 cores hybrid p50 was 0.62-1.23x (median 0.89x) of one after the
+# other (bench_api, README "Measured speed"). Threads start on demand; a request's vector
+# side holds one while its keyword side runs.
 _VECTOR_SIDES = ThreadPoolExecutor(max_workers=32, thread_name_prefix="xmodal-vector-side")
 
 

@@ -8,7 +8,7 @@ as on day one.
   grace period (a writer may have just stored bytes it has not yet catalogued);
 - the thumbnail cache is trimmed to a byte budget, least recently used first;
 - the lexical index's segments are merged once there are too many (SQLite), its GIN
-  pending list moved into the index (PostgreSQL): `search.catalog.lexical_upkeep`;
+  pending list moved into the index (PostgreSQL): `search.catalog.lexical.tidy`;
 - the embeddings and indexes of a model a collection no longer serves (what
   `reindex --model` leaves behind) are removed, under the collection's write lock (an
   in-flight reindex holds it throughout) and after a grace period (a killed reindex
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from search.catalog.lexical_upkeep import tidy
+from search.catalog.lexical import tidy
 from search.catalog.models import GenerationRow, ItemRow
 from search.vectors.durable import fsync_dir
 from search.vectors.store import CompactionPolicy
@@ -87,7 +87,7 @@ class MaintenanceReport:
     media_bytes_freed: int = 0
     thumbnails_removed: int = 0
     models_removed: list[str] = field(default_factory=list)  # "<collection>/<model key>"
-    # the lexical index's upkeep (search.catalog.lexical_upkeep.tidy): SQLite merge steps,
+    # the lexical index's upkeep (search.catalog.lexical.tidy): SQLite merge steps,
     # PostgreSQL pending-list pages moved; 0 when it was already tidy
     lexical_tidied: int = 0
     errors: dict[str, str] = field(default_factory=dict)

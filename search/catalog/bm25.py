@@ -47,27 +47,16 @@ _AVERAGES_ROWID = 1  # FTS5's record of the row count and per-column token total
 Phrase = tuple[str, ...]  # FTS5 tokens of one query word
 
 
-def varint(data: bytes, at: int) -> tuple[int, int]:
-    """SQLite's varint (big-endian 7-bit groups, a 9th byte of 8 bits): (value, next)."""
-    value = 0
-    for i in range(8):
-        byte = data[at + i]
-        value = (value << 7) | (byte & 0x7F)
-        if byte < 0x80:
-            return value, at + i + 1
-    return (value << 8) | data[at + 8], at + 9
-
-
 def table_stats(session: Session) -> tuple[int, float]:
     """(rows, average tokens per row) of the whole FTS5 table, as bm25() reads them."""
     block = session.connection().exec_driver_sql(
         f"SELECT block FROM {lexical.FTS_TABLE}_data WHERE id = {_AVERAGES_ROWID}").scalar()
     if not block:
         return 0, 0.0
-    rows, at = varint(block, 0)
+    rows, at = lexical.varint(block, 0)
     tokens = 0
     while at < len(block):
-        size, at = varint(block, at)
+        size, at = lexical.varint(block, at)
         tokens += size
     return rows, tokens / rows if rows else 0.0
 

@@ -5,7 +5,7 @@ is already tidy costs nothing. Runs on SQLite and PostgreSQL."""
 import pytest
 from sqlalchemy import text
 
-from search.catalog import lexical_upkeep
+from search.catalog import lexical
 from search.collection.collection import NewItem
 from search.engine import Searcher
 from search.lifecycle import maintain
@@ -46,12 +46,12 @@ def test_maintenance_tidies_a_fragmented_index_and_results_stay_the_same(workspa
     postgres = catalog.engine.dialect.name == "postgresql"
     if not postgres:
         with catalog.session() as s:
-            assert lexical_upkeep.segments(s.connection()) > lexical_upkeep.MAX_SEGMENTS
+            assert lexical.segments(s.connection()) > lexical.MAX_SEGMENTS
     first = maintain(workspace)
     assert first.lexical_tidied > 0 and not first.errors
     if not postgres:
         with catalog.session() as s:
-            assert lexical_upkeep.segments(s.connection()) == 1
+            assert lexical.segments(s.connection()) == 1
     assert _keyword_results(workspace) == before
     assert maintain(workspace).lexical_tidied == 0  # already tidy: nothing done
 
@@ -69,9 +69,9 @@ def sqlite_workspace(tmp_path, tiny_model):
 def test_the_merge_stops_at_its_time_budget_and_goes_on_next_time(sqlite_workspace):
     _fragment(sqlite_workspace)
     catalog = sqlite_workspace.catalog
-    assert lexical_upkeep.tidy(catalog.session, "sqlite", budget_s=0.0) == 0
+    assert lexical.tidy(catalog.session, "sqlite", budget_s=0.0) == 0
     with catalog.session() as s:
-        assert lexical_upkeep.segments(s.connection()) > lexical_upkeep.MAX_SEGMENTS
-    assert lexical_upkeep.tidy(catalog.session, "sqlite") >= 1
+        assert lexical.segments(s.connection()) > lexical.MAX_SEGMENTS
+    assert lexical.tidy(catalog.session, "sqlite") >= 1
     with catalog.session() as s:
-        assert lexical_upkeep.segments(s.connection()) == 1
+        assert lexical.segments(s.connection()) == 1
