@@ -173,7 +173,7 @@ class Bm25:
 
 
 _ROW_END, _TEXT_END = "\x00", "\x01"
-_MARKS = frozenset((_ROW_END, _TEXT_END))
+_TEXT_CODE, _ROW_CODE, _FIRST_FORM = 1, 2, 3
 _WORDS_AND_MARKS = re.compile(r"\w+|[\x00\x01]", re.UNICODE)
 # ASCII text: \w+ words are what is left between these (3x faster than the regex)
 _ASCII_SEPARATORS = str.maketrans({chr(i): " " for i in range(128) if not (
@@ -203,25 +203,33 @@ class _Scorer:
         by_token: dict[str, list[int]] = {}
         for i, (phrase, _) in enumerate(weighted):
             by_token.setdefault(phrase[0], []).append(i)
-        self.targets = {w: by_token[t[0]] for w, t in known.items()
-                        if len(t) == 1 and t[0] in by_token}
+        # every word of the rows as a small code: 0 counts for no phrase, the marks have
+        # theirs, and a word counting for phrases has a row of `self.counts` (code - 2)
+        self.code = dict.fromkeys(known, 0) | {_TEXT_END: _TEXT_CODE, _ROW_END: _ROW_CODE}
+        forms = [w for w, t in known.items() if len(t) == 1 and t[0] in by_token]
+        self.counts = np.zeros((len(forms), len(weighted)))
+        for i, w in enumerate(forms):
+            self.code[w] = i + _FIRST_FORM
+            self.counts[i, by_token[known[w][0]]] = 1.0
 
     def scores(self, stream: list[str]) -> list[float]:
         """`stream`: the rows' words, each row's text then attributes, marked."""
         if self.general:
             return [self._general(t, a) for t, a in _rows(stream)]
-        targets = self.targets
-        marks = np.array([i for i, w in enumerate(stream) if w in _MARKS], dtype=np.int64)
-        text_ends, row_ends = marks[0::2], marks[1::2]  # stream positions, per row
+        # one C-level pass codes the stream; the rest is array work (a Python loop over
+        # ~15 words a row was most of the scoring time)
+        codes = np.fromiter(map(self.code.__getitem__, stream), dtype=np.int32,
+                            count=len(stream))
+        text_ends = np.flatnonzero(codes == _TEXT_CODE)  # stream positions, per row
+        row_ends = np.flatnonzero(codes == _ROW_CODE)
         starts = np.concatenate(([0], row_ends[:-1] + 1))
-        found = [(i, p) for i, w in enumerate(stream) if w in targets for p in targets[w]]
         freq = np.zeros((len(row_ends), len(self.weighted)))  # [rows, phrases], weighted
-        if found:
-            at, phrase = np.array(found, dtype=np.int64).T
+        at = np.flatnonzero(codes >= _FIRST_FORM)
+        if len(at):
             row = np.searchsorted(row_ends, at)
             weight = np.where(at < text_ends[row], lexical.TEXT_WEIGHT,
                               lexical.ATTRIBUTE_WEIGHT)
-            np.add.at(freq, (row, phrase), weight)
+            np.add.at(freq, row, self.counts[codes[at] - _FIRST_FORM] * weight[:, None])
         norm = self.norm_a + self.norm_b * (row_ends - starts - 1)  # words: less the mark
         idf = np.array([idf for _, idf in self.weighted])
         return (idf * freq * (K1 + 1) / (freq + norm[:, None])).sum(axis=1).tolist()

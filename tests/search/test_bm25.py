@@ -21,7 +21,8 @@ DOCS = [
      for i in range(30)]
 
 QUERIES = ["red wool", "running", "cafe creme", "mug gift", "red_wool", "naive nandu",
-           "x² 日本語", "wool scarf gift kitchen", "acme", "runners sock"]
+           "x² 日本語", "wool scarf gift kitchen", "acme", "runners sock",
+           "running runs"]  # two query words, one stem: each word is its own phrase
 
 
 @pytest.fixture
