@@ -254,3 +254,22 @@ def test_the_setting_chooses_whether_the_sides_overlap(workspace, shop, monkeypa
         assert searcher.search(SearchQuery.text("shop", "sneakers")).mode is SearchMode.HYBRID
     assert threads[0] is not threading.current_thread()
     assert threads[1] is threading.current_thread()
+
+
+@pytest.mark.parametrize("facets", [(), ("category",)])
+def test_the_request_thread_reads_the_catalog_in_one_transaction(workspace, shop,
+                                                                 monkeypatch, facets):
+    """Keyword stages, the page's rows and facets share one connection and snapshot."""
+    collection, begun = workspace.collection("shop"), []
+    begin = type(collection.catalog)._begin
+
+    def counted(catalog):
+        begun.append(threading.current_thread())
+        return begin(catalog)
+
+    monkeypatch.setattr(type(collection.catalog), "_begin", counted)
+    query = SearchQuery.text("shop", "sneakers for running trail", mode=SearchMode.HYBRID,
+                             k=12, facets=parse_facets(list(facets)))
+    result = hybrid.run(query, collection, Searcher(workspace).vector_search, overlap=True)
+    assert {"shoe-x", "shoe-y"} <= set(_ids(result))
+    assert begun.count(threading.current_thread()) == 1
