@@ -75,6 +75,11 @@ class Ranking:
     ann_ms: float = 0.0
     sql_ms: float = 0.0
     rounds: int = 0
+    encode_ms: float = 0.0
+
+    def timings_ms(self) -> dict[str, float]:
+        return {"encode_ms": self.encode_ms, "ann_ms": round(self.ann_ms, 3),
+                "sql_ms": round(self.sql_ms, 3)}
 
 
 @dataclass

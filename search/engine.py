@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from search import hybrid
-from search.candidates import RankedItem, owner_map, rank_items
+from search.candidates import RankedItem, Ranking, owner_map, rank_items
 from search.catalog.models import Modality
 from search.catalog.vectors import VectorInfo
 from search.collection.collection import Collection
@@ -32,7 +32,7 @@ class Searcher:
     def search(self, query: SearchQuery) -> SearchResult:
         """Run the query in its mode (vector, keyword or hybrid; see search.hybrid)."""
         collection = self.workspace.collection(query.collection)
-        return hybrid.run(query, collection, self.vector_search,
+        return hybrid.run(query, collection, self,
                           overlap=self.workspace.settings.hybrid_overlap)
 
     def warm(self, name: str) -> None:
@@ -44,23 +44,28 @@ class Searcher:
         owner_map(collection).current()
 
     def vector_search(self, query: SearchQuery) -> SearchResult:
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
         collection = self.workspace.collection(query.collection)
-        vector = self.query_vector(collection, query.parts)
-        timings["encode_ms"] = _ms_since(started)
+        ranking = self.vector_ranking(query, collection)
+        started = time.perf_counter()
+        page = self._page(collection, ranking.items[query.offset : query.offset + query.k])
+        timings = ranking.timings_ms()
+        timings["sql_ms"] = round(timings["sql_ms"] + _ms_since(started), 3)
+        return SearchResult(page, ranking.considered, timings)
 
+    def vector_ranking(self, query: SearchQuery, collection: Collection) -> Ranking:
+        """The query's items ranked by vector, down to its page's end, without their
+        catalog rows (hybrid reads those once for the fused page)."""
+        started = time.perf_counter()
+        vector = self.query_vector(collection, query.parts)
+        encode_ms = _ms_since(started)
         want = (query.k + query.offset) * (3 if query.dedupe else 1)
         ranking = rank_items(collection, query, vector, want)
-        timings["ann_ms"] = round(ranking.ann_ms, 3)
-        ranked = [r for r in ranking.items if query.min_score is None or
-                  r.score >= query.min_score]
+        ranking.encode_ms = encode_ms
+        ranking.items = [r for r in ranking.items if query.min_score is None or
+                         r.score >= query.min_score]
         if query.dedupe:
-            ranked = _dedupe(collection, ranked, query.dedupe)
-        started = time.perf_counter()
-        page = self._page(collection, ranked[query.offset : query.offset + query.k])
-        timings["sql_ms"] = round(ranking.sql_ms, 3) + _ms_since(started)
-        return SearchResult(page, ranking.considered, timings)
+            ranking.items = _dedupe(collection, ranking.items, query.dedupe)
+        return ranking
 
     @staticmethod
     def _page(collection: Collection, ranked: list[RankedItem]) -> list[Hit]:

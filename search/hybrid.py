@@ -1,20 +1,22 @@
 """Query modes around the vector engine: keyword-only, and hybrid (vector and keyword
 rankings fused), with exact identifier matches first and facet counts.
 
-The vector side is `Searcher.vector_search` unchanged; this module asks it for a fixed
-candidate depth, runs the lexical ranker over the query's text parts (never the encoder),
-and fuses the two rankings per query: reciprocal rank fusion (`rrf_k`) or weighted
-normalised scores (`alpha`). Candidate depths do not depend on the page while
+The vector side is `Searcher.vector_ranking` (the vector search without its page's
+rows); this module asks it for a fixed candidate depth, runs the lexical ranker over the
+query's text parts (never the encoder), fuses the two rankings per query (reciprocal rank
+fusion, `rrf_k`, or weighted normalised scores, `alpha`) and reads the catalog rows of
+the fused page only, whichever side found them. Candidate depths do not depend on the page while
 `offset + k <= VECTOR_DEPTH`, so pages within it never overlap or skip.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Protocol
 
+from search.candidates import RankedItem, Ranking
 from search.catalog.keyword import ItemView, KeywordMatch
 from search.catalog.lexical import KeywordQuery
 from search.collection.collection import Collection
@@ -38,7 +40,15 @@ VECTOR_DEPTH = 40
 # R@10 points above vector-only with the house model and level with keyword-only, while
 # keeping the vector side for words the catalog lacks (README, "Measured quality").
 DEFAULT_TEXT_MODE = SearchMode.HYBRID
-VectorSearch = Callable[[SearchQuery], SearchResult]
+
+
+class VectorSide(Protocol):
+    """What hybrid needs of the vector engine (`search.engine.Searcher`)."""
+
+    def vector_search(self, query: SearchQuery) -> SearchResult: ...
+
+    def vector_ranking(self, query: SearchQuery, collection: Collection) -> Ranking: ...
+
 # The two sides of a hybrid query wait on different things: the vector side on the
 # encoder and the ANN (native code), the keyword side on the database (SQLite's engine in
 # this process, PostgreSQL's in another); each releases the GIL while it waits. Run at
@@ -75,17 +85,17 @@ class _Ranking:
     scores: list[float]
 
 
-def run(query: SearchQuery, collection: Collection, vector_search: VectorSearch,
+def run(query: SearchQuery, collection: Collection, vectors: VectorSide,
         overlap: bool = True) -> SearchResult:
     """`overlap`: run the vector side on another thread while this one runs the keyword
     side (see `_VECTOR_SIDES`); False: one after the other."""
     mode = resolve_mode(query)
     if mode is SearchMode.VECTOR and not query.facets:
-        result = vector_search(query)
+        result = vectors.vector_search(query)
         hits = [_with_rankers(h, {"vector": Ranked(query.offset + i + 1, h.score)})
                 for i, h in enumerate(result.hits)]
         return replace(result, hits=hits, mode=mode)
-    vector_side = _vector_side(query, mode, vector_search, overlap)
+    vector_side = _vector_side(query, collection, mode, vectors, overlap)
     # the keyword side's statements, the page's rows and the facets in one read
     # transaction: one connection and one snapshot for the query, not one per statement
     # (each cost ~0.2 ms to begin and commit on SQLite, a round trip on PostgreSQL)
@@ -94,22 +104,22 @@ def run(query: SearchQuery, collection: Collection, vector_search: VectorSearch,
 
 
 def _fused(query: SearchQuery, collection: Collection, mode: SearchMode,
-           vector_side: Future[SearchResult] | None) -> SearchResult:
+           vector_side: Future[Ranking] | None) -> SearchResult:
     depth = max(CANDIDATE_DEPTH, query.offset + query.k)
     started = time.perf_counter()
     rankings, keyword_query = ([], None) if mode is SearchMode.VECTOR else \
         _keyword_rankings(query, collection, depth)
     keyword_ms = _ms_since(started)
-    inner = vector_side.result() if vector_side is not None else SearchResult([], 0, {})
-    vector_hits, considered = inner.hits, inner.total_considered
-    timings = {**inner.timings_ms, "keyword_ms": keyword_ms}
-    rankings.append(_Ranking("vector", [h.item_id for h in vector_hits],
-                             [h.score for h in vector_hits]))
+    inner = vector_side.result() if vector_side is not None else Ranking([], 0)
+    considered, timings = inner.considered, {**inner.timings_ms(), "keyword_ms": keyword_ms}
+    vector_items = inner.items[:_vector_depth(query)]
+    rankings.append(_Ranking("vector", [r.item_id for r in vector_items],
+                             [r.score for r in vector_items]))
     started = time.perf_counter()
     fused = fuse(rankings, query)
     # facets count over every candidate; a page only needs hits down to its end
     needed = None if query.facets else query.offset + query.k
-    hits = _hits(fused, rankings, vector_hits, collection, query, needed)
+    hits = _hits(fused, rankings, vector_items, collection, query, needed)
     timings["fusion_ms"] = _ms_since(started)
     facets, scope = (), None
     if query.facets:
@@ -121,17 +131,21 @@ def _fused(query: SearchQuery, collection: Collection, mode: SearchMode,
                         timings, facets, scope, mode)
 
 
-def _vector_side(query: SearchQuery, mode: SearchMode, vector_search: VectorSearch,
-                 overlap: bool) -> Future[SearchResult] | None:
+def _vector_depth(query: SearchQuery) -> int:
+    return min(max(VECTOR_DEPTH, query.offset + query.k), 1000)
+
+
+def _vector_side(query: SearchQuery, collection: Collection, mode: SearchMode,
+                 vectors: VectorSide, overlap: bool) -> Future[Ranking] | None:
     """The vector side's candidates at a fixed depth (None: keyword mode), started."""
     if mode is SearchMode.KEYWORD:
         return None
-    depth = min(max(VECTOR_DEPTH, query.offset + query.k), 1000)
-    inner = replace(query, k=depth, offset=0, facets=(), mode=SearchMode.VECTOR)
+    inner = replace(query, k=_vector_depth(query), offset=0, facets=(),
+                    mode=SearchMode.VECTOR)
     if overlap:
-        return _VECTOR_SIDES.submit(vector_search, inner)
-    done: Future[SearchResult] = Future()
-    done.set_result(vector_search(inner))
+        return _VECTOR_SIDES.submit(vectors.vector_ranking, inner, collection)
+    done: Future[Ranking] = Future()
+    done.set_result(vectors.vector_ranking(inner, collection))
     return done
 
 
@@ -181,32 +195,34 @@ def _normalise(ranking: _Ranking) -> list[float]:
     return [(s - low) / (high - low) for s in scores]
 
 
-def _hits(fused: list[tuple[int, float]], rankings: list[_Ranking], vector_hits: list[Hit],
-          collection: Collection, query: SearchQuery, needed: int | None) -> list[Hit]:
+def _hits(fused: list[tuple[int, float]], rankings: list[_Ranking],
+          vector_items: list[RankedItem], collection: Collection, query: SearchQuery,
+          needed: int | None) -> list[Hit]:
     """Hits in fused order; with `needed`, stops once that many are made. The catalog
-    rows of keyword-only candidates (each a SQL row with its attributes: reading all ~100
-    for a page of 10 was most of the cost) are read in at most two statements: the
-    first `2 * needed`, then, only if too few of them show (deleted meanwhile, or
-    without the modality the query targets), all the rest at once."""
+    rows (each a SQL row with its attributes: reading every candidate's, ~140, for a
+    page of 10 was most of the cost) are read in at most two statements: the first
+    `2 * needed` candidates', then, only if too few of them show (deleted meanwhile, or
+    a keyword match without the modality the query targets), all the rest at once."""
     ranks: dict[int, dict[str, Ranked]] = {}
     for ranking in rankings:
         for rank, (item_id, score) in enumerate(zip(ranking.item_ids, ranking.scores,
                                                     strict=True), 1):
             ranks.setdefault(item_id, {})[ranking.name] = Ranked(rank, score)
-    by_id = {h.item_id: h for h in vector_hits}
+    by_id = {r.item_id: r for r in vector_items}
     first = len(fused) if needed is None else max(2 * needed, 20)
-    views: dict[int, ItemView] = {}
     hits: list[Hit] = []
     for part in (fused[:first], fused[first:]):
-        missing = [i for i, _ in part if i not in by_id]
-        views.update(collection.catalog.keyword.items(missing) if missing else {})
+        views = collection.catalog.keyword.items([i for i, _ in part]) if part else {}
         for item_id, score in part:
-            if item_id in by_id:
-                hit = replace(by_id[item_id], score=score)
-            elif item_id in views and _shows(views[item_id], query):
-                hit = _keyword_hit(views[item_id], score, query.target)
+            view = views.get(item_id)
+            if view is None:
+                continue  # deleted meanwhile
+            if item_id in by_id:  # found by vector: shown as the vector side shows it
+                hit = _vector_hit(view, score, by_id[item_id])
+            elif _shows(view, query):
+                hit = _keyword_hit(view, score, query.target)
             else:
-                continue  # deleted meanwhile, or lacks the modality the query targets
+                continue  # lacks the modality the query targets
             hits.append(_with_rankers(hit, ranks.get(item_id, {})))
         if needed is None or len(hits) >= needed:
             break
@@ -220,6 +236,11 @@ def _shows(view: ItemView, query: SearchQuery) -> bool:
     if query.target is Target.IMAGE:
         return view.image_ref is not None and (query.include_generated or not view.generated)
     return query.target is Target.ANY or view.text is not None
+
+
+def _vector_hit(view: ItemView, score: float, ranked: RankedItem) -> Hit:
+    return Hit(view.item_id, view.external_id, score, ranked.modality, view.text,
+               view.image_ref, view.attributes, view.generated, ranked.scores)
 
 
 def _keyword_hit(view: ItemView, score: float, target: Target) -> Hit:

@@ -205,6 +205,36 @@ def test_candidates_that_cannot_show_cost_one_more_read_not_one_per_chunk(worksp
     assert len(calls) == 2 and sum(calls) == 64  # the first 20, then the other 44 at once
 
 
+@pytest.mark.parametrize("target", [Target.ANY, Target.IMAGE])
+def test_hybrid_reads_its_page_rows_once_whichever_side_found_them(workspace, shop,
+                                                                   monkeypatch, target):
+    """The vector side ranks without joining its candidates' rows; the fused page's rows
+    are read in one statement, and a hit the vector side found shows as it shows there."""
+    searcher = Searcher(workspace)
+    query = SearchQuery.text("shop", "sneakers for running", mode=SearchMode.HYBRID, k=6,
+                             target=target)
+    by_vector = {h.external_id: h for h in searcher.search(
+        replace(query, mode=SearchMode.VECTOR, k=hybrid.VECTOR_DEPTH)).hits}
+
+    def refuse(*_args):
+        raise AssertionError("the vector side joined its candidates' rows")
+
+    read: list[list[int]] = []
+    items = shop.catalog.keyword.items
+    monkeypatch.setattr(shop.catalog, "vector_infos", refuse)
+    monkeypatch.setattr(shop.catalog.keyword, "items",
+                        lambda ids: read.append(list(ids)) or items(ids))
+    result = searcher.search(query)
+    assert len(read) == 1 and len(result.hits) == 6 <= len(read[0]) <= 20
+    found = [h for h in result.hits if "vector" in h.rankers]
+    assert found and {"shoe-x", "shoe-y"} & set(_ids(result))
+    for hit in found:
+        shown = by_vector[hit.external_id]
+        assert (hit.modality, hit.text, hit.image_ref, hit.attributes, hit.generated,
+                hit.scores) == (shown.modality, shown.text, shown.image_ref,
+                                shown.attributes, shown.generated, shown.scores)
+
+
 def _ranked(result):
     """Hits with their rankers' ranks and scores (to 1e-9: a BM25 score computed here or
     by FTS5 differs in its last bits)."""
@@ -213,18 +243,20 @@ def _ranked(result):
             for h in result.hits]
 
 
-def test_the_two_sides_overlap_and_rank_as_they_do_in_turn(workspace, shop):
+def test_the_two_sides_overlap_and_rank_as_they_do_in_turn(workspace, shop, monkeypatch):
     searcher, collection = Searcher(workspace), workspace.collection("shop")
     threads: list[threading.Thread] = []
+    vector_ranking = searcher.vector_ranking
 
-    def vector_search(query):
+    def recorded(query, collection):
         threads.append(threading.current_thread())
-        return searcher.vector_search(query)
+        return vector_ranking(query, collection)
 
+    monkeypatch.setattr(searcher, "vector_ranking", recorded)
     for text in ["sneakers for running", "trail runner", "SKU-777", "red", "court"]:
         query = SearchQuery.text("shop", text, mode=SearchMode.HYBRID, k=12)
-        at_once = hybrid.run(query, collection, vector_search, overlap=True)
-        in_turn = hybrid.run(query, collection, vector_search, overlap=False)
+        at_once = hybrid.run(query, collection, searcher, overlap=True)
+        in_turn = hybrid.run(query, collection, searcher, overlap=False)
         assert at_once.hits and _ranked(at_once) == _ranked(in_turn)
         assert {"encode_ms", "ann_ms", "keyword_ms"} <= set(at_once.timings_ms)
     assert all(t is not threading.current_thread() for t in threads[0::2])
@@ -236,19 +268,18 @@ def test_an_error_on_the_vector_side_reaches_the_caller(workspace, shop, overlap
     query = SearchQuery("shop", (QueryPart(text="sneakers"), QueryPart(item_id="no-such")),
                         mode=SearchMode.HYBRID)
     with pytest.raises(UnknownItemError, match="no-such"):
-        hybrid.run(query, workspace.collection("shop"), Searcher(workspace).vector_search,
-                   overlap=overlap)
+        hybrid.run(query, workspace.collection("shop"), Searcher(workspace), overlap=overlap)
 
 
 def test_the_setting_chooses_whether_the_sides_overlap(workspace, shop, monkeypatch):
     searcher, threads = Searcher(workspace), []
-    vector_search = searcher.vector_search
+    vector_ranking = searcher.vector_ranking
 
-    def recorded(query):
+    def recorded(query, collection):
         threads.append(threading.current_thread())
-        return vector_search(query)
+        return vector_ranking(query, collection)
 
-    monkeypatch.setattr(searcher, "vector_search", recorded)
+    monkeypatch.setattr(searcher, "vector_ranking", recorded)
     for overlap in (True, False):
         monkeypatch.setattr(workspace.settings, "hybrid_overlap", overlap)
         assert searcher.search(SearchQuery.text("shop", "sneakers")).mode is SearchMode.HYBRID
@@ -270,6 +301,6 @@ def test_the_request_thread_reads_the_catalog_in_one_transaction(workspace, shop
     monkeypatch.setattr(type(collection.catalog), "_begin", counted)
     query = SearchQuery.text("shop", "sneakers for running trail", mode=SearchMode.HYBRID,
                              k=12, facets=parse_facets(list(facets)))
-    result = hybrid.run(query, collection, Searcher(workspace).vector_search, overlap=True)
+    result = hybrid.run(query, collection, Searcher(workspace), overlap=True)
     assert {"shoe-x", "shoe-y"} <= set(_ids(result))
     assert begun.count(threading.current_thread()) == 1
