@@ -75,3 +75,28 @@ def test_the_merge_stops_at_its_time_budget_and_goes_on_next_time(sqlite_workspa
     assert lexical.tidy(catalog.session, "sqlite") >= 1
     with catalog.session() as s:
         assert lexical.segments(s.connection()) == 1
+
+
+def test_an_index_job_leaves_the_lexical_index_tidy(workspace, tmp_path):
+    """A read-only server never runs maintenance: the job that wrote the rows tidies."""
+    import json
+
+    from indexer.operations import index_source
+    from indexer.pipeline import IndexOptions
+
+    _fragment(workspace)
+    catalog, before = workspace.catalog, _keyword_results(workspace)
+    source = tmp_path / "more.jsonl"
+    source.write_text("".join(json.dumps({"id": f"new-{i}", "text": f"walnut stool {i}"})
+                              + "\n" for i in range(3)))
+    summary = index_source(workspace, "shop", source,
+                           options=IndexOptions(workers=0, progress=False))
+    assert summary.indexed == 3 and summary.lexical_tidied > 0
+    if catalog.engine.dialect.name != "postgresql":
+        with catalog.session() as s:
+            assert lexical.segments(s.connection()) == 1
+    # the new items share no query word: same matches in the same order (scores move
+    # with the table's row count)
+    assert [[i for i, _ in r] for r in _keyword_results(workspace)] == \
+        [[i for i, _ in r] for r in before]
+    assert maintain(workspace).lexical_tidied == 0
