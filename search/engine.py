@@ -32,8 +32,9 @@ class Searcher:
     def search(self, query: SearchQuery) -> SearchResult:
         """Run the query in its mode (vector, keyword or hybrid; see search.hybrid)."""
         collection = self.workspace.collection(query.collection)
-        return hybrid.run(query, collection, self,
-                          overlap=self.workspace.settings.hybrid_overlap)
+        settings = self.workspace.settings
+        return hybrid.run(query, collection, self, overlap=settings.hybrid_overlap,
+                          score_cap=settings.keyword_score_cap)
 
     def warm(self, name: str) -> None:
         """Read what a collection's first query would otherwise read (its vector owner

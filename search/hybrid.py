@@ -86,9 +86,10 @@ class _Ranking:
 
 
 def run(query: SearchQuery, collection: Collection, vectors: VectorSide,
-        overlap: bool = True) -> SearchResult:
+        overlap: bool = True, score_cap: int | None = None) -> SearchResult:
     """`overlap`: run the vector side on another thread while this one runs the keyword
-    side (see `_VECTOR_SIDES`); False: one after the other."""
+    side (see `_VECTOR_SIDES`); False: one after the other. `score_cap`: matches each
+    keyword stage scores (`KeywordIndex.search`)."""
     mode = resolve_mode(query)
     if mode is SearchMode.VECTOR and not query.facets:
         result = vectors.vector_search(query)
@@ -100,15 +101,15 @@ def run(query: SearchQuery, collection: Collection, vectors: VectorSide,
     # transaction: one connection and one snapshot for the query, not one per statement
     # (each cost ~0.2 ms to begin and commit on SQLite, a round trip on PostgreSQL)
     with collection.catalog.transaction():
-        return _fused(query, collection, mode, vector_side)
+        return _fused(query, collection, mode, vector_side, score_cap)
 
 
 def _fused(query: SearchQuery, collection: Collection, mode: SearchMode,
-           vector_side: Future[Ranking] | None) -> SearchResult:
+           vector_side: Future[Ranking] | None, score_cap: int | None) -> SearchResult:
     depth = max(CANDIDATE_DEPTH, query.offset + query.k)
     started = time.perf_counter()
     rankings, keyword_query = ([], None) if mode is SearchMode.VECTOR else \
-        _keyword_rankings(query, collection, depth)
+        _keyword_rankings(query, collection, depth, score_cap)
     keyword_ms = _ms_since(started)
     inner = vector_side.result() if vector_side is not None else Ranking([], 0)
     considered, timings = inner.considered, {**inner.timings_ms(), "keyword_ms": keyword_ms}
@@ -149,15 +150,15 @@ def _vector_side(query: SearchQuery, collection: Collection, mode: SearchMode,
     return done
 
 
-def _keyword_rankings(query: SearchQuery, collection: Collection, depth: int
-                      ) -> tuple[list[_Ranking], KeywordQuery | None]:
+def _keyword_rankings(query: SearchQuery, collection: Collection, depth: int,
+                      score_cap: int | None) -> tuple[list[_Ranking], KeywordQuery | None]:
     text = keyword_text(query)
     if not text:
         return [], None
     index, cid, filters = collection.catalog.keyword, collection.info.id, list(query.filters)
     exact = index.exact(cid, text, filters)
     parsed = index.parse(cid, text)
-    matches: list[KeywordMatch] = index.search(cid, parsed, depth, filters)
+    matches: list[KeywordMatch] = index.search(cid, parsed, depth, filters, score_cap)
     rankings = [_Ranking("exact", exact, [1.0] * len(exact)),
                 _Ranking("keyword", [m.item_id for m in matches], [m.score for m in matches])]
     return rankings, parsed

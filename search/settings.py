@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         default=True, description="Run a hybrid query's vector side (encoder, ANN) on a "
         "second thread while its keyword side runs (the database): they overlap on a second "
         "core. Off: one after the other.")
+    keyword_score_cap: int | None = Field(
+        default=None, ge=10, description="Matches a keyword query's every-word stage "
+        "scores at most (the newest on SQLite); more is closer to BM25 over every match "
+        "and slower. Default: search.catalog.keyword.SCORE_CAP (300).")
 
     def query_runtime(self) -> QueryRuntime:
         return QueryRuntime(self.query_threads, self.query_text_int8, self.query_image_int8,

@@ -58,9 +58,18 @@ from search.facets import FacetCounts, FacetRequest
 from search.filters import Filter
 
 MAX_TYPO_WORDS = 8
-# Rows one relaxation stage scores at most (measured at 1M items: ~1.5 us per scored row
-# on SQLite, on top of a fixed cost per common query word for its document frequency).
-SCORE_CAP = 1000
+# Rows the every-word stage scores at most, unless a call says otherwise (the service:
+# `Settings.keyword_score_cap`). Each scored row costs FTS5's walk to it, its content and
+# its BM25 (~10-16 us at 1M items on SQLite). Its matches all hold every query word, so
+# a smaller sample loses BM25's length nuance only: at 1M items (99 shop queries with
+# over 100 such matches, median 1,236; tests/benchmarks/keyword_cap_quality.py) the top
+# 10 kept 98.5 % of the BM25 of the top 10 over every match at 300, 99.3 % at 1,000, and
+# hybrid p50 in process was 0.71-0.75x at 300 (README, "Measured speed").
+SCORE_CAP = 300
+# Relaxed stages score more: their matches differ in which words they hold (a rare word's
+# matches can be older than a common word's newest), so a small sample loses kinds of
+# match, not nuance (the judged set's `phrase` type lost 0.9 R@10 points at 300).
+RELAXED_SCORE_CAP = 1000
 # Queries up to this many words get the all-but-one stage: n phrases of n - 1 words, each
 # phrase scanned in full for its document frequency (5 words: ~4x the every-word stage).
 MAX_RELAXED_WORDS = 4
@@ -180,10 +189,13 @@ class KeywordIndex:
         return stmt, ids, score
 
     def search(self, collection_id: int, query: lexical.KeywordQuery, limit: int,
-               filters: list[Filter]) -> list[KeywordMatch]:
+               filters: list[Filter], score_cap: int | None = None) -> list[KeywordMatch]:
         """The best `limit` matches, best first (ties by item id, so pages are stable):
         items with every word first, then with all but one, then with any of them; each
-        stage only runs while the earlier ones found fewer than `limit`."""
+        stage only runs while the earlier ones found fewer than `limit`. The every-word
+        stage scores at most `score_cap` (default `SCORE_CAP`) matches, a relaxed stage at
+        most the larger of that and `RELAXED_SCORE_CAP`, more than the earlier stages'."""
+        cap = SCORE_CAP if score_cap is None else score_cap
         if query.empty:
             return []
         allowed = None
@@ -195,8 +207,9 @@ class KeywordIndex:
         seen: set[int] = set()
         for stage in stages(query):
             # the stage's matches include the earlier stages': score that many more
+            stage_cap = cap if stage is Stage.ALL else max(cap, RELAXED_SCORE_CAP)
             more = self._ranked(collection_id, query, limit + len(seen), filters, stage,
-                                SCORE_CAP + len(seen), allowed)
+                                stage_cap + len(seen), allowed)
             found += [m for m in more if m.item_id not in seen][:limit - len(found)]
             seen.update(m.item_id for m in more)
             if len(found) >= limit:

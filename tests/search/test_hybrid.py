@@ -304,3 +304,22 @@ def test_the_request_thread_reads_the_catalog_in_one_transaction(workspace, shop
     result = hybrid.run(query, collection, Searcher(workspace), overlap=True)
     assert {"shoe-x", "shoe-y"} <= set(_ids(result))
     assert begun.count(threading.current_thread()) == 1
+
+
+def test_the_keyword_score_cap_setting_reaches_every_keyword_stage(workspace, shop,
+                                                                   monkeypatch):
+    caps: list[int] = []
+    ranked = type(shop.catalog.keyword)._ranked
+
+    def recorded(index, cid, query, limit, filters, stage, cap, allowed):
+        caps.append(cap)
+        return ranked(index, cid, query, limit, filters, stage, cap, allowed)
+
+    monkeypatch.setattr(type(shop.catalog.keyword), "_ranked", recorded)
+    monkeypatch.setattr(workspace.settings, "keyword_score_cap", 11)
+    searcher = Searcher(workspace)
+    for mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+        assert searcher.search(SearchQuery.text("shop", "sneakers for running",
+                                                mode=mode)).hits
+    assert caps and caps[0] == 11 and all(cap >= 11 for cap in caps)
+    assert len(set(caps)) > 1  # later stages add the earlier stages' matches
