@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from indexer.commit import CommitTarget, ShardCommitter, ShardReport
-from indexer.jobs import JobSummary, append_failure_report, tidy_lexical
+from indexer.jobs import JobSummary, append_failure_report, tidy_after
 from indexer.pipeline import IndexOptions
 from indexer.ray_source import SourceSpec, resolve_source, source_datasource, table_rows
 from indexer.readers import ColumnMap, RowError, SourceOptions
@@ -291,7 +291,7 @@ class _Books:
         summary = self.summary
         summary.index = index or {}
         if status == "done":
-            tidy_lexical(summary, self.workspace.catalog)
+            tidy_after(summary, self.workspace)
         elapsed = _now() - self.started
         done = summary.indexed + summary.updated + summary.unchanged
         summary.seconds = round(elapsed, 3)

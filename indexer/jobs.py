@@ -16,9 +16,16 @@ from tqdm import tqdm
 
 from indexer.pipeline import IndexOptions, Prepared, chunked
 from indexer.readers import RowError
-from search import AddReport, Collection, IndexStats, ItemFailure, PreparedItem, index_stats
-from search.catalog.catalog import Catalog
-from search.catalog.lexical import tidy
+from search import (
+    AddReport,
+    Collection,
+    IndexStats,
+    ItemFailure,
+    PreparedItem,
+    Workspace,
+    index_stats,
+    tidy_lexical,
+)
 
 
 @dataclass
@@ -49,11 +56,11 @@ class JobSummary:
         return 0
 
 
-def tidy_lexical(summary: JobSummary, catalog: Catalog) -> None:
-    """A finished job leaves the lexical index tidy (`search.catalog.lexical.tidy`): a bulk
-    load leaves FTS5 in many segments (8 after 1M rows), each read per query word, and a
+def tidy_after(summary: JobSummary, owner: Workspace | Collection) -> None:
+    """A finished job leaves the lexical index tidy (`search.tidy_lexical`): a bulk load
+    leaves FTS5 in many segments (8 after 1M rows), each read per query word, and a
     read-only server, which may be all that reads this catalogue, never runs maintenance."""
-    summary.lexical_tidied = tidy(catalog.session, catalog.engine.dialect.name)
+    summary.lexical_tidied = tidy_lexical(owner)
 
 
 def append_failure_report(path: Path, failures: list[ItemFailure]) -> None:
@@ -162,7 +169,7 @@ class JobRunner:
     def finish(self, status: str = "done", error: str | None = None) -> JobSummary:
         if status == "done":
             self.summary.index = index_stats(self.collection.save())
-            tidy_lexical(self.summary, self.collection.catalog)
+            tidy_after(self.summary, self.collection)
         elapsed = time.perf_counter() - self.started
         done = self.summary.indexed + self.summary.updated + self.summary.unchanged
         self.summary.seconds = round(elapsed, 3)

@@ -68,7 +68,7 @@ from search.errors import (
 from search.facets import FacetBucket, FacetCounts, FacetScope, parse_facets
 from search.files import read_regular_file
 from search.filters import MAX_FILTER_FIELDS, MAX_IN_VALUES, parse_filters
-from search.lifecycle import MaintenanceReport, StoragePolicy, maintain
+from search.lifecycle import MaintenanceReport, StoragePolicy, maintain, tidy_lexical
 from search.live import Change, CollectionRefresher
 from search.media import (
     THUMBNAIL_SIZES,
@@ -133,5 +133,5 @@ __all__ = [
     "parse_filters", "prepare_or_fail", "read_regular_file", "resolve_device",
     "FetchFailure", "RemoteFetchError", "RemoteFetcher", "RemotePolicy", "Resolver",
     "fetch_images", "fetcher_for", "host_allowed", "prepare_batch", "resolve_host",
-    "LexicalSettings", "MAX_DECLARED_FIELDS", "UnknownFieldError",
+    "LexicalSettings", "MAX_DECLARED_FIELDS", "UnknownFieldError", "tidy_lexical",
 ]

@@ -262,6 +262,13 @@ def _newest_mtime(path: Path) -> float:
 # -- the whole home -----------------------------------------------------------------------
 
 
+def tidy_lexical(owner: Workspace | Collection) -> int:
+    """The lexical index's upkeep alone, as `maintain` runs it (merge steps or pending-list
+    pages done, 0: it was tidy; `search.catalog.lexical.tidy`). Index jobs end with it."""
+    catalog = owner.catalog
+    return tidy(catalog.session, catalog.engine.dialect.name)
+
+
 def maintain(workspace: Workspace, policy: StoragePolicy | None = None, *,
              collections: list[str] | None = None, force_compaction: bool = False,
              media: bool = True) -> MaintenanceReport:
@@ -286,8 +293,7 @@ def maintain(workspace: Workspace, policy: StoragePolicy | None = None, *,
             log.warning("maintenance of collection %r failed: %s", info.name, exc)
             report.errors[info.name] = str(exc)
     try:
-        catalog = workspace.catalog
-        report.lexical_tidied = tidy(catalog.session, catalog.engine.dialect.name)
+        report.lexical_tidied = tidy_lexical(workspace)
     except Exception as exc:  # noqa: BLE001 - the rest of maintenance still runs
         log.warning("upkeep of the lexical index failed: %s", exc)
         report.errors["lexical index"] = str(exc)

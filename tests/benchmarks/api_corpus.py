@@ -24,10 +24,11 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
+from search import tidy_lexical
 from search.catalog import loader
 from search.catalog.bulk import ITEM_COLUMNS, VECTOR_COLUMNS, load_attribute_rows
 from search.catalog.catalog import open_catalog
-from search.catalog.lexical import LexicalSettings, tidy
+from search.catalog.lexical import LexicalSettings
 from search.catalog.models import ItemRow, Modality, VectorRow, utcnow
 from search.collection.collection import model_key
 from search.settings import Settings
@@ -87,11 +88,11 @@ def ensure_collection(home: Path, name: str, n: int, *, seed: int = 0,
 
 
 def _tidy_lexical(home: Path, model: str, database_url: str | None) -> int:
-    """The lexical index as an index job leaves it (`indexer.jobs.tidy_lexical`): FTS5's
+    """The lexical index as an index job leaves it (`search.tidy_lexical`): FTS5's
     segments merged, GIN's pending list moved; nothing to do on later runs."""
     workspace = Workspace.open(bench_settings(home, model, database_url))
     try:
-        return tidy(workspace.catalog.session, workspace.catalog.engine.dialect.name)
+        return tidy_lexical(workspace)
     finally:
         workspace.close()
 
