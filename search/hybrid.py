@@ -5,8 +5,8 @@ The vector side is `Searcher.vector_ranking` (the vector search without its page
 rows); this module asks it for a fixed candidate depth, runs the lexical ranker over the
 query's text parts (never the encoder), fuses the two rankings per query (reciprocal rank
 fusion, `rrf_k`, or weighted normalised scores, `alpha`) and reads the catalog rows of
-the fused page only, whichever side found them. Candidate depths do not depend on the page while
-`offset + k <= VECTOR_DEPTH`, so pages within it never overlap or skip.
+the fused page only, whichever side found them. Candidate depths do not depend on the
+page while `offset + k <= VECTOR_DEPTH`, so pages within it never overlap or skip.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ class _Ranking:
 def run(query: SearchQuery, collection: Collection, vectors: VectorSide,
         overlap: bool = True, score_cap: int | None = None) -> SearchResult:
     """`overlap`: run the vector side on another thread while this one runs the keyword
-    side (see `_VECTOR_SIDES`); False: one after the other. `score_cap`: matches each
-    keyword stage scores (`KeywordIndex.search`)."""
+    side (see `_VECTOR_SIDES`); False: one after the other. `score_cap`: matches the
+    keyword side's every-word stage scores (`KeywordIndex.search`)."""
     mode = resolve_mode(query)
     if mode is SearchMode.VECTOR and not query.facets:
         result = vectors.vector_search(query)

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         "second thread while its keyword side runs (the database): they overlap on a second "
         "core. Off: one after the other.")
     keyword_score_cap: int | None = Field(
-        default=None, ge=10, description="Matches a keyword query's every-word stage "
+        default=None, ge=10, le=100_000, description="Matches a keyword query's every-word stage "
         "scores at most (the newest on SQLite); more is closer to BM25 over every match "
         "and slower. Default: search.catalog.keyword.SCORE_CAP (300).")
 

@@ -204,7 +204,8 @@ class _Scorer:
         for i, (phrase, _) in enumerate(weighted):
             by_token.setdefault(phrase[0], []).append(i)
         # every word of the rows as a small code: 0 counts for no phrase, the marks have
-        # theirs, and a word counting for phrases has a row of `self.counts` (code - 2)
+        # theirs, and a word counting for phrases has a row of `self.counts`
+        # (code - _FIRST_FORM): which phrases it counts for
         self.code = dict.fromkeys(known, 0) | {_TEXT_END: _TEXT_CODE, _ROW_END: _ROW_CODE}
         forms = [w for w, t in known.items() if len(t) == 1 and t[0] in by_token]
         self.counts = np.zeros((len(forms), len(weighted)))

@@ -323,3 +323,13 @@ def test_the_keyword_score_cap_setting_reaches_every_keyword_stage(workspace, sh
                                                 mode=mode)).hits
     assert caps and caps[0] == 11 and all(cap >= 11 for cap in caps)
     assert len(set(caps)) > 1  # later stages add the earlier stages' matches
+
+
+@pytest.mark.parametrize("cap", [0, 9, 100_001, 10**9])
+def test_a_keyword_score_cap_out_of_bounds_is_refused_at_startup(cap):
+    from pydantic import ValidationError
+
+    from search.settings import Settings
+
+    with pytest.raises(ValidationError, match="keyword_score_cap"):
+        Settings(keyword_score_cap=cap)
