@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from search.candidates import RankedItem, Ranking
-from search.catalog.keyword import ItemView, KeywordMatch
+from search.catalog.keyword import RELAX_BELOW, ItemView, KeywordMatch
 from search.catalog.lexical import KeywordQuery
 from search.collection.collection import Collection
 from search.errors import InvalidQueryError
@@ -158,7 +158,9 @@ def _keyword_rankings(query: SearchQuery, collection: Collection, depth: int,
     index, cid, filters = collection.catalog.keyword, collection.info.id, list(query.filters)
     exact = index.exact(cid, text, filters)
     parsed = index.parse(cid, text)
-    matches: list[KeywordMatch] = index.search(cid, parsed, depth, filters, score_cap)
+    # relaxed stages while the strict ones fill less than a page (and two default pages)
+    matches: list[KeywordMatch] = index.search(cid, parsed, depth, filters, score_cap,
+                                               relax_below=max(RELAX_BELOW, query.k))
     rankings = [_Ranking("exact", exact, [1.0] * len(exact)),
                 _Ranking("keyword", [m.item_id for m in matches], [m.score for m in matches])]
     return rankings, parsed

@@ -84,6 +84,26 @@ def test_each_stage_scores_at_most_the_cap_and_stops_once_enough(catalog, shop, 
         m.item_id for m in more[:4]}) == 4  # the every-word stage's four come first
 
 
+def test_relaxed_stages_only_run_while_the_strict_ones_found_too_few(catalog, shop):
+    items = [ItemInput(f"both-{i}", f"red cup {i}", None, {}, f"b{i}") for i in range(6)]
+    items += [ItemInput(f"red-{i}", f"red plate {i}", None, {}, f"r{i}") for i in range(4)]
+    catalog.upsert_items(shop, items)
+    parsed = catalog.keyword.parse(shop, "red cup")
+
+    def found(relax_below: int) -> set[str]:
+        return set(_ids(catalog, shop, catalog.keyword.search(shop, parsed, 20, [],
+                                                              relax_below=relax_below)))
+
+    both = {f"both-{i}" for i in range(6)}
+    assert found(6) == both  # six every-word matches are enough: no any-word stage
+    assert found(7) == both | {f"red-{i}" for i in range(4)}  # too few: relaxed
+    # the default threshold is keyword.RELAX_BELOW, bounded by the limit asked for
+    assert found(keyword.RELAX_BELOW) == found(7)
+    small = catalog.keyword.search(shop, parsed, 4, [])
+    assert {m.item_id for m in small} <= {i for i, v in catalog.keyword.items(
+        [m.item_id for m in small]).items() if v.external_id in both}
+
+
 @pytest.mark.parametrize("query", ['"unclosed', "AND OR NOT", "(((", "near(a b", "*", "-x",
                                    "shoe:", "col:value ^2", "😀 🚀", "'; DROP TABLE items"])
 def test_query_syntax_in_user_text_never_fails(catalog, shop, query):
