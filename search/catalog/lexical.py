@@ -1,7 +1,7 @@
 """The lexical index: items' text and searchable attributes, inside the catalog database.
 
 SQLite: an FTS5 table (`unicode61` tokens, `porter` stems, BM25). PostgreSQL: a `tsvector`
-table with a GIN index, queried with `websearch_to_tsquery` and ranked by `ts_rank_cd`.
+table with a GIN index, queried with `websearch_to_tsquery` and ranked by `ts_rank`.
 Both are written in the same transaction as the item rows (`Catalog.upsert_items`,
 `delete_items`, `drop_collection`), so a reader never sees an item the index lacks.
 

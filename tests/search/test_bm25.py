@@ -1,5 +1,5 @@
 """BM25 computed in Python over a stage's candidates equals FTS5's bm25() on the same
-rows (SQLite only: PostgreSQL ranks with ts_rank_cd), and either plan ranks alike."""
+rows (SQLite only: PostgreSQL ranks with ts_rank), and either plan ranks alike."""
 
 import pytest
 from sqlalchemy import text

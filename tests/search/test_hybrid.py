@@ -333,3 +333,24 @@ def test_a_keyword_score_cap_out_of_bounds_is_refused_at_startup(cap):
 
     with pytest.raises(ValidationError, match="keyword_score_cap"):
         Settings(keyword_score_cap=cap)
+
+
+@pytest.mark.parametrize("mode", [SearchMode.KEYWORD, SearchMode.HYBRID])
+def test_every_word_match_outranks_items_that_repeat_one_word(workspace, mode):
+    """Few items hold every word, so the any-word stage runs too; its matches, which say
+    the common word over and over, must not outrank the one that holds both words (on
+    PostgreSQL ts_rank_cd did: its scores of the two stages' queries are not on one
+    scale, and "flag guernsey" showed other flags first)."""
+    collection = workspace.create_collection("flags")
+    decoys = [NewItem(f"flag-{name}", text=f"flag {name}", image=None, attributes={
+        "category": "Flags", "subcategory": "country flag",
+        "keywords": ["flag", "nation", "banner", name, f"{name}n flag"]})
+        for name in ("bermuda", "canada", "chile", "cuba", "japan", "kenya", "nepal")]
+    target = NewItem("flag-guernsey", text="flag guernsey", image=None, attributes={
+        "category": "Flags", "subcategory": "country flag",
+        "keywords": ["gg", "flag", "nation", "banner", "guernsey"]})
+    assert collection.add_items([*decoys, target]).failed == 0
+    result = Searcher(workspace).search(SearchQuery.text("flags", "flag guernsey", k=5,
+                                                         mode=mode))
+    assert _ids(result)[0] == "flag-guernsey"
+    assert len(result.hits) == 5  # the any-word stage ran: the decoys fill the page
