@@ -55,12 +55,21 @@ class CollectionInfo:
     index_spec: str | None
 
 
+# Reads of the database file through a memory map rather than a read() per page: FTS5
+# walks doclists page by page and a hit's row is a few pages of B-tree. At 1M items,
+# warm, the every-word FTS5 statement was 10-30 % faster (p50 3.4 -> 2.4-3.0 ms). SQLite
+# clamps this to its compile-time maximum (2 GiB in CPython's build); writes still go
+# through write(), so a reader never sees a torn page.
+SQLITE_MMAP_BYTES = 1 << 31
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor.close()
 
 

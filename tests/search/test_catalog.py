@@ -144,4 +144,6 @@ def test_sqlite_uses_wal(tmp_path):
     cat = open_catalog(f"sqlite:///{tmp_path / 'c.db'}")
     with cat.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        # reads through a memory map (as large as this SQLite build allows)
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() >= 1 << 30
     cat.close()
