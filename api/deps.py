@@ -109,7 +109,7 @@ LoadStateDep = Annotated[LoadState, Depends(get_load_state)]
 
 
 async def require_writer(config: ConfigDep, settings: SettingsDep,
-                   api_key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
+                         api_key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
     """Writes: refused on a read-only server; need the key when one is configured."""
     if config.read_only:
         raise ApiError(403, "read-only", "this server is read-only (XMODAL_API_READ_ONLY)")
